@@ -1,0 +1,28 @@
+"""rsdemo: remote-sensing image-text retrieval you can train, measure and show.
+
+Public API (kept small on purpose; everything else is an implementation detail):
+    open_dataset(spec, images=None) -> CaptionDataset     any supported format, or "synthetic[:N[:SEED]]"
+    make_synthetic(out, n=1000, seed=0)                    export the synthetic aerial world
+    recall(sim, owner) -> dict                             R@1/5/10 both directions and mR
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["CaptionDataset", "DataError", "open_dataset", "make_synthetic", "recall", "__version__"]
+
+
+def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help must be quick)
+    if name in ("CaptionDataset", "DataError"):
+        from .data import dataset
+        return getattr(dataset, name)
+    if name == "open_dataset":
+        from .data.formats import open_dataset
+        return open_dataset
+    if name == "make_synthetic":
+        from .data.synthetic import export
+        return export
+    if name == "recall":
+        from .evaluate import recall
+        return recall
+    raise AttributeError(f"module 'rsdemo' has no attribute {name!r}")
