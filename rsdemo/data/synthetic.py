@@ -148,8 +148,12 @@ for _r in ("top", "bottom"):
         _POSITION_PHRASES[f"{_r} {_c}"] = (f"in the {_r} {_c} corner", f"at the {_r} {_c}")
 
 
-def _region_box(name: str, size: int) -> tuple[int, int, int, int]:
-    """Pixel box (x0, y0, x1, y1) in which a group placed at `name` keeps its instance centres."""
+def _region_box(name: str, size: int, count: int = 1) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1) in which a group placed at `name` keeps its instance centres.
+
+    Big groups get a box reaching into the neighbouring cells, symmetric about the cell, so their centroid (which
+    names the position in the captions) still falls in the cell.
+    """
     third = size / 3
     r = {"top": 0, "middle": 1, "bottom": 2}
     c = {"left": 0, "centre": 1, "right": 2}
@@ -162,8 +166,9 @@ def _region_box(name: str, size: int) -> tuple[int, int, int, int]:
     else:
         a, b = name.split()
         rr, cc = r[a], c[b]
-    pad = 0.12 * third  # keep centres off the cell border so the centroid names the intended cell
-    return (int(cc * third + pad), int(rr * third + pad), int((cc + 1) * third - pad), int((rr + 1) * third - pad))
+    pad = 0.12 * third if count <= 3 else -0.3 * third
+    box = (cc * third + pad, rr * third + pad, (cc + 1) * third - pad, (rr + 1) * third - pad)
+    return tuple(int(min(max(v, 4), size - 4)) for v in box)
 
 
 REGIONS = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
@@ -450,6 +455,11 @@ def _candidates(zone: np.ndarray, box, free: np.ndarray) -> np.ndarray:
     return np.stack([xs + x0, ys + y0], 1) if len(xs) else np.zeros((0, 2), int)
 
 
+def _pixel_centroid(ids: np.ndarray, which) -> tuple[float, float]:
+    ys, xs = np.nonzero(np.isin(ids, list(which)))
+    return float(xs.mean()), float(ys.mean())
+
+
 def render(spec: Spec, size: int = SIZE):
     """Renders a spec. Returns (rgb, ids, objects, realised groups: [(Group, [ids], (cx, cy))])."""
     rng = np.random.default_rng(spec.bg_seed)
@@ -493,7 +503,7 @@ def render(spec: Spec, size: int = SIZE):
         zone = zone_of.get(g.zone, land)
         inst, centres = [], []
         for region in [g.region] + [r for r in REGIONS if r != g.region]:  # fall back if the planned cell is full
-            cand = _candidates(zone, _region_box(region, size), free)
+            cand = _candidates(zone, _region_box(region, size, g.count), free)
             if len(cand) >= g.count:
                 break
         for _ in range(g.count):
@@ -532,7 +542,8 @@ def render(spec: Spec, size: int = SIZE):
     objects = [o for o in objects if o["id"] in present]
     realised = [(g, [i for i in ii if i in present], c) for g, ii, c in realised]
     realised = [r for r in realised if r[1]]
-    realised = [(replace(g, count=len(ii)), ii, c) for g, ii, c in realised]
+    # positions and relations in captions are read off the visible pixels of each group
+    realised = [(replace(g, count=len(ii)), ii, _pixel_centroid(idarr, ii)) for g, ii, _ in realised]
     return out.clip(0, 255).astype(np.uint8), idarr, objects, realised
 
 
@@ -709,11 +720,19 @@ def _family(seed: int, family: int, size: int) -> list[World]:
         if e is not None:
             specs.append(e)
     split = _split_of(family, seed)
-    worlds = []
+    worlds, seen = [], set()
     for spec in specs:
         img, ids, objects, realised = render(spec, size)
         if not realised:  # nothing could be placed: not a useful image
             continue
+        # an edit that did not survive rendering (more objects than fit, a move back to the same cell) would give
+        # a second image with the same description: a false negative, not a hard negative
+        sig = tuple((g.kind, g.colour, g.count, position_name(*c)) for g, _, c in realised)
+        if len(realised) > 1:
+            sig += (_relation(realised[0][2], realised[1][2]),)
+        if sig in seen:
+            continue
+        seen.add(sig)
         structures = [o for o in objects if o.get("structure")]
         caps = write_captions(spec.scene, realised, structures, rng)
         texts, spans = zip(*(chunks_to_spans(c) for c in caps))
