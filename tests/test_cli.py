@@ -91,3 +91,10 @@ def test_readme_commands_match_ci():
     assert "requirements.txt" in cmds[0] and "app.py" in cmds[0]
     assert "requirements-dev.txt" in cmds[1] and "pytest" in cmds[1]
     assert cmds[1] in (ROOT / ".ci" / "run").read_text()
+
+
+def test_bench_synthetic_runs_at_toy_size():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "synthetic_speed.py"), "--n", "5", "--repeats", "1",
+                        "--no-write"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "| generate in memory |" in r.stdout

@@ -181,3 +181,17 @@ def test_open_synthetic_uses_the_cache(tmp_path, monkeypatch):
     assert (tmp_path / "synthetic-n30-s2-256" / "dataset_synthetic.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="synthetic"):
         open_dataset("synthetic:lots")
+
+
+def test_committed_assets_match_the_generator():
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "assets"
+    examples = json.loads((root / "examples.json").read_text())
+    assert len(examples) >= 4
+    worlds = {w.captions[0]: w for w in S.generate(1000, seed=0) if w.split == "test"}
+    for e in examples:
+        w = worlds[e["query"]]  # regenerate with assets/make_assets.py if the world changed
+        assert w.label == e["label"]
+        assert np.array_equal(np.asarray(Image.open(root / e["image"]).convert("RGB")), w.image)
