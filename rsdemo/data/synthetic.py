@@ -16,6 +16,7 @@ world of k images.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -805,6 +806,14 @@ def keyword_words(keyword: str) -> set[str]:
     for w in STRUCTURE_NOUNS.get(keyword, ()):
         words |= set(tokenize(w))
     return words - {"a", "an", "the", "with", "area", "land"}
+
+
+@functools.lru_cache(maxsize=1)
+def vocabulary():
+    """The words the caption grammar uses (from 300 generated images): the default vocab of text encoders."""
+    from .text import Vocab
+
+    return Vocab.build(c for w in generate(300, seed=12345) for c in w.captions)
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,103 @@
+"""The one place that writes and reads checkpoints: NAME.safetensors (weights + the config/vocab needed to rebuild
+the model, in the file's metadata) beside NAME.json (the model card). Writes are atomic: temp file, fsync, rename.
+Loading never unpickles: safetensors only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def atomic_write(path: Path, write) -> None:
+    """Calls write(tmp_path), fsyncs and renames over `path`: a crash leaves the old file or none, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _state(model, half: bool) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        out[k] = v.contiguous()
+    return out
+
+
+def save(model, path, card: dict | None = None, half: bool = False, extra: dict | None = None) -> Path:
+    """Writes path (.safetensors) and its card (.json). `extra` tensors (optimizer state etc.) are not stored here."""
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix(".safetensors")
+    meta = {"rsdemo": json.dumps({"name": model.name, "config": model.config,
+                                  "vocab": model.vocab.itos if getattr(model, "vocab", None) is not None else None})}
+    state = _state(model, half)
+    # safetensors refuses tensors that share memory (tied weights): store a copy of each
+    seen = {}
+    for k, v in state.items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr in seen:
+            state[k] = v.clone()
+        seen[ptr] = k
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
+    if card is not None:
+        text = json.dumps(card, indent=1, default=str) + "\n"
+        atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    return path
+
+
+def read_meta(path) -> dict:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if "rsdemo" not in meta:
+        raise ValueError(f"{path}: not an rsdemo checkpoint (no 'rsdemo' metadata)")
+    return json.loads(meta["rsdemo"])
+
+
+def load(path, device: str | None = None):
+    """Rebuilds the model from the checkpoint's own config and vocab, loads the weights (strict), eval mode."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .data.text import Vocab
+    from .models.registry import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    try:
+        meta = read_meta(path)
+        state = load_file(str(path))
+    except (SafetensorError, OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
+    vocab = Vocab(meta["vocab"][2:]) if meta.get("vocab") else None
+    cfg = dict(meta["config"])
+    cfg.pop("pretrained", None)  # the weights are all in this file; don't fetch the backbone's again
+    model = build(cfg, meta.get("name"), vocab=vocab)
+    ref = model.state_dict()
+    state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} "
+                         f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")
+    model.checkpoint = str(path)
+    card = path.with_suffix(".json")
+    model.card = json.loads(card.read_text()) if card.is_file() else {}
+    return model.to(device or "cpu").eval()

@@ -1,0 +1,33 @@
+"""Image preprocessing shared by every model: PIL -> normalised tensor.
+
+No flip/rotate augmentation: captions state "to the left of", "at the top", so geometric augmentation would make
+them false."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+NORMS = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),   # x*2-1, what TF-ported weights (EfficientNet-Lite) expect
+}
+
+
+class image_transform:
+    """Resize to size x size (RS tiles are square; no crop so no object is cut) and normalise."""
+
+    def __init__(self, size: int = 256, norm: str = "imagenet"):
+        self.size = int(size)
+        mean, std = NORMS[norm]
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __call__(self, im: Image.Image) -> torch.Tensor:
+        if im.mode != "RGB":
+            im = im.convert("RGB")
+        if im.size != (self.size, self.size):
+            im = im.resize((self.size, self.size), Image.BILINEAR)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
+        return (x - self.mean) / self.std

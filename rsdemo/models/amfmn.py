@@ -1,0 +1,149 @@
+"""AMFMN: asymmetric multimodal feature matching network (Yuan et al., TGRS 2022; seed 003).
+
+What the paper fixes: multi-scale visual self-attention (MVSA) extracts the salient features of the image; the
+visual feature guides the text representation; a triplet loss whose margin varies with the prior similarity of
+the sample pair. Public facts of the released code: ResNet-18 at 256 px, MVSA gates a 512-d global feature, cosine
+score, a fixed margin 0.2 summed over in-batch negatives, Adam 2e-4 decayed x0.7 every 20 epochs.
+
+What we decided (the abstract leaves it open):
+- MVSA: the stride-8/16/32 maps are projected to `mvsa_dim` channels, resized to the stride-16 grid, fused by a
+  3x3 conv, and passed through one softmax self-attention over positions. The attention each position receives
+  (mean over queries) is the saliency map that `explain` returns as "mvsa"; the saliency-weighted attended feature
+  is projected to 512-d and, through a sigmoid, gates the global (pooled stride-32) feature channel-wise.
+- Vision-guided text: the text's global feature is the masked mean of BiGRU word features; the image feature is a
+  query over the words (scaled dot product), and the attended word context is added to the global text feature
+  (residual) before the cosine. The score is therefore not separable: encode_text (unguided) serves stage 1 and
+  score() reranks.
+- Dynamic margin: margin_ij = base - (base - low) * prior_ij, with prior_ij from rsdemo.losses.prior_similarity
+  (idf-weighted bag-of-words cosine of the two captions, averaged with scene-label agreement when labels exist):
+  pairs that look alike before learning, common in RS data, are pushed apart less. "dynamic_margin": false gives the
+  released code's fixed margin.
+Switches: use_mvsa, use_vgt (vision-guided text), dynamic_margin.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import losses
+from .backbones import ImageBackbone, TextBackbone, encode_batch, masked_mean
+from .base import Explanation, RetrievalModel
+from .registry import register
+
+
+@register("amfmn")
+class AMFMN(RetrievalModel):
+    def __init__(self, config: dict, name: str | None = None, vocab=None):
+        super().__init__(config, name)
+        if vocab is None:
+            from ..data.synthetic import vocabulary
+            vocab = vocabulary()
+        self.vocab = vocab
+        d = self.embed_dim
+        self.use_mvsa = bool(config.get("use_mvsa", True))
+        self.use_vgt = bool(config.get("use_vgt", True))
+        self.separable = not self.use_vgt
+        self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"))
+        c = self.backbone.channels
+        self.global_fc = nn.Linear(c[-1], d)
+        h = int(config.get("mvsa_dim", 256))
+        if self.use_mvsa:
+            self.lat = nn.ModuleList([nn.Conv2d(ci, h, 1) for ci in c])
+            self.fuse = nn.Sequential(nn.Conv2d(3 * h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(True))
+            self.qkv = nn.Conv2d(h, 3 * h, 1)
+            self.gate = nn.Linear(h, d)
+        self.text = TextBackbone(len(vocab), d, int(config.get("word_dim", 300)))
+        if self.use_vgt:
+            self.vq, self.wk, self.wo = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    # ---- text --------------------------------------------------------------------------------------
+    def tokenize(self, texts):
+        return encode_batch(self.vocab, list(texts), int(self.config.get("max_words", 48)))
+
+    def _words(self, texts):
+        ids, lengths = self._texts(texts)
+        words, mask = self.text(ids.to(self.device), lengths)
+        return words, mask, masked_mean(words, mask)
+
+    def encode_text(self, texts):
+        return self.normalize(self._words(texts)[2])
+
+    # ---- image -------------------------------------------------------------------------------------
+    def _mvsa(self, feats):
+        """Fused multi-scale map -> self-attention -> (attended salient feature [N, h], saliency [N, H, W])."""
+        size = feats[1].shape[-2:]
+        z = torch.cat([F.interpolate(l(f), size=size, mode="bilinear", align_corners=False)
+                       for l, f in zip(self.lat, feats)], 1)
+        z = self.fuse(z)
+        q, k, v = self.qkv(z).flatten(2).chunk(3, 1)                 # [N, h, HW] each
+        att = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(q.shape[1]), -1)   # [N, HW, HW]
+        out = v @ att.transpose(1, 2)                                 # [N, h, HW]
+        sal = att.mean(1)                                             # attention received per position
+        solo = (out * sal.unsqueeze(1)).sum(-1)                       # saliency-weighted
+        return solo, sal.view(-1, *size)
+
+    def _visual(self, images):
+        feats = self.backbone(self._images(images))
+        g = self.global_fc(feats[-1].mean((2, 3)))
+        sal = None
+        if self.use_mvsa:
+            solo, sal = self._mvsa(feats)
+            g = g * torch.sigmoid(self.gate(solo))
+        return g, sal
+
+    def encode_image(self, images):
+        return self.normalize(self._visual(images)[0])
+
+    # ---- matching ----------------------------------------------------------------------------------
+    def _guided(self, v, words, mask, t):
+        """Text features guided by each image: [N, M, d] (and the word weights [N, M, T])."""
+        q = self.vq(v)                                                # [N, d]
+        k = self.wk(words)                                            # [M, T, d]
+        att = torch.einsum("nd,mtd->nmt", q, k) / math.sqrt(q.shape[-1])
+        att = att.masked_fill(~mask[None], float("-inf")).softmax(-1)
+        ctx = torch.einsum("nmt,mtd->nmd", att, words)
+        return t[None] + self.wo(ctx), att
+
+    def _score(self, v, words, mask, t):
+        if not self.use_vgt:
+            return self.normalize(v) @ self.normalize(t).T
+        out = []
+        for i in range(0, v.shape[0], 64):  # bounded memory: [64, M, d] at a time
+            g, _ = self._guided(v[i:i + 64], words, mask, t)
+            out.append((self.normalize(v[i:i + 64]).unsqueeze(1) * self.normalize(g)).sum(-1))
+        return torch.cat(out)
+
+    def score(self, images, texts):
+        v, _ = self._visual(images)
+        return self._score(v, *self._words(texts))
+
+    def loss(self, images, texts, captions, labels=None):
+        v, _ = self._visual(images)
+        s = self._score(v, *self._words(texts))
+        base = float(self.config.get("margin", 0.2))
+        if self.config.get("dynamic_margin", True):
+            margin = losses.dynamic_margin(losses.prior_similarity(captions, labels).to(s.device), base,
+                                           float(self.config.get("margin_low", 0.05)))
+        else:
+            margin = base
+        mask = losses.duplicate_mask(captions).to(s.device)
+        loss = losses.triplet(s, margin, hardest=bool(self.config.get("hardest", False)), mask=mask,
+                              reduction=self.config.get("reduction", "mean"))
+        return {"loss": loss, "triplet": loss.detach()}
+
+    @torch.no_grad()
+    def explain(self, image, text: str) -> Explanation:
+        v, sal = self._visual([image] if not torch.is_tensor(image) else image)
+        words, mask, t = self._words([text])
+        s = float(self._score(v, words, mask, t)[0, 0])
+        maps, notes = {}, {}
+        if sal is not None:
+            maps["mvsa"] = sal[0].cpu().numpy()
+        if self.use_vgt:
+            _, att = self._guided(v, words, mask, t)
+            notes["word_weights"] = att[0, 0, : int(mask.sum())].cpu().numpy()
+        from ..data.text import tokenize
+        return Explanation(maps, tokenize(text)[: int(mask.sum())] or ["<unk>"], s, notes=notes)
