@@ -56,9 +56,13 @@ def save(model, path, card: dict | None = None, half: bool = False, extra: dict 
         seen[ptr] = k
     atomic_write(path, lambda tmp: save_file(state, tmp, metadata=meta))
     if card is not None:
-        text = json.dumps(card, indent=1, default=str) + "\n"
-        atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+        write_card(path, card)
     return path
+
+
+def write_card(path, card: dict) -> None:
+    text = json.dumps(card, indent=1, default=str) + "\n"
+    atomic_write(Path(path).with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
 
 
 def read_meta(path) -> dict:

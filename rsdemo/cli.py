@@ -32,31 +32,79 @@ def _data_report(a) -> int:
     return 0
 
 
+def _train(a) -> int:
+    from .train import TrainArgs, train
+
+    overrides = {}
+    for kv in a.set or []:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {kv!r}")
+        try:
+            val = json.loads(v)
+        except json.JSONDecodeError:
+            val = v
+        node = overrides
+        *path, last = k.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = val
+    card = train(TrainArgs(model=a.model, data=a.data, images=a.images, out=a.out, epochs=a.epochs,
+                           batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, resume=a.resume,
+                           eval_split=a.eval_split, max_minutes=a.max_minutes, overrides=overrides,
+                           progress=not a.quiet))
+    from .evaluate import format_recall
+    for split, m in (card.get("metrics") or {}).items():
+        print(f"{card['model']} {split}: {format_recall(m)}")
+    print(f"checkpoints in {a.out or 'runs/' + a.model} ({card['train_seconds']} s)")
+    return 0
+
+
 def _eval(a) -> int:
     import numpy as np
 
     from .baselines import BASELINES
     from .data.formats import open_dataset
-    from .evaluate import format_recall, recall
+    from .evaluate import evaluate_model, format_recall, recall
 
+    model = None
+    if a.checkpoint:
+        from .models.registry import load_model
+        model = load_model(a.checkpoint, device=a.device)
+        if a.data is None:  # the data the checkpoint was trained and carded on
+            a.data = model.card.get("data", "synthetic")
+    a.data = a.data or "synthetic"
     ds = open_dataset(a.data, images=a.images)
     if a.split != "all":
         ds = ds.split(*a.split.split(","))
     if not len(ds):
         raise ValueError(f"split {a.split!r} of {a.data} holds no images (splits: {ds.split_counts() or 'none'})")
     texts, owner = ds.captions()
-    if a.scores:
-        sim = np.load(a.scores)
-        what = a.scores
+    if model is not None:
+        r = evaluate_model(model, ds, ties=a.ties)
+        what = f"{model.name} ({a.checkpoint})"
     else:
-        sim = BASELINES[a.baseline](ds, seed=a.seed)
-        what = f"baseline {a.baseline}"
-    r = recall(sim, owner, ties=a.ties)
+        if a.scores:
+            sim = np.load(a.scores)
+            what = a.scores
+        else:
+            sim = BASELINES[a.baseline](ds, seed=a.seed)
+            what = f"baseline {a.baseline}"
+        r = recall(sim, owner, ties=a.ties)
     if a.json:
         print(json.dumps({"data": a.data, "split": a.split, "scores": what, "ties": a.ties, **r}, indent=1))
     else:
         print(f"{what} on {ds.name} ({r['n_images']} images, {r['n_captions']} captions, ties {a.ties}): "
               f"{format_recall(r)}")
+    return 0
+
+
+def _models(a) -> int:
+    from .models.registry import CHECKPOINT_DIR, list_models, model_config
+
+    for name in list_models():
+        ck = (CHECKPOINT_DIR / f"{name}.safetensors").is_file()
+        print(f"{name:<16} {'[checkpoint] ' if ck else ''}{model_config(name).get('description', '')}")
     return 0
 
 
@@ -92,18 +140,47 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the image's captions is in the top K; text->image per caption; mR = mean of "
                                    "the six recalls). Scores come from a saved [images x captions] matrix (.npy, "
                                    "in the split's caption order) or a reference baseline.")
-    s.add_argument("--data", default="synthetic", help=DATA_HELP + " (default synthetic)")
+    s.add_argument("--data", default=None, help=DATA_HELP + " (default: the checkpoint's data, else synthetic)")
     s.add_argument("--images", help="image folder")
     s.add_argument("--split", default="test", help="split name(s), comma-separated, or 'all' (default test)")
     g = s.add_mutually_exclusive_group()
+    g.add_argument("--checkpoint", help="a trained model: checkpoint .safetensors, or a name in checkpoints/")
     g.add_argument("--scores", help="similarity matrix .npy [n_images, n_captions]")
     g.add_argument("--baseline", default="keywords", choices=["random", "keywords"],
                    help="random scores, or the bag-of-scene-words matcher (default)")
     s.add_argument("--ties", default="pessimistic", choices=["pessimistic", "optimistic"],
                    help="how equal scores rank (default pessimistic: a tie counts against the query)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default=None, help="cpu / cuda (default: cuda when available)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=_eval)
+
+    s = sub.add_parser("train", help="train a registered model on a dataset",
+                       description="Train a registered model (see `rsdemo models`) on the train split; evaluate "
+                                   "each epoch on val (else test); write OUT/best.safetensors, OUT/last.safetensors "
+                                   "with model cards (metrics on val and test) and a resumable OUT/last.state.pt. "
+                                   "Multi-GPU/CPU: torchrun --nproc_per_node=N -m rsdemo train ...")
+    s.add_argument("--model", required=True, help="registered model name")
+    s.add_argument("--data", default="synthetic", help=DATA_HELP + " (default synthetic)")
+    s.add_argument("--images", help="image folder")
+    s.add_argument("--out", help="output folder (default runs/MODEL)")
+    s.add_argument("--epochs", type=int, help="default: the model config's")
+    s.add_argument("--batch-size", type=int, help="global batch size (default: the model config's)")
+    s.add_argument("--lr", type=float, help="learning rate (default: the model config's)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", help="cpu / cuda (default: cuda when available)")
+    s.add_argument("--resume", action="store_true", help="continue from OUT/last.state.pt exactly")
+    s.add_argument("--eval-split", help="split for per-epoch evaluation and best-checkpoint choice (default val)")
+    s.add_argument("--max-minutes", type=float, help="stop (resumably) after this much training time")
+    s.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set use_mvsa=false --set train.lr=1e-3 (repeatable)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(func=_train)
+
+    s = sub.add_parser("models", help="list the registered models",
+                       description="List every registered model name with its description and whether a trained "
+                                   "checkpoint is in checkpoints/.")
+    s.set_defaults(func=_models)
     return p
 
 
@@ -118,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rsdemo: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, KeyError) as e:  # DataError is a ValueError
+    except (ValueError, OSError, KeyError, FloatingPointError) as e:  # DataError is a ValueError
         if os.environ.get("RSDEMO_DEBUG"):
             raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e

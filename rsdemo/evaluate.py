@@ -121,3 +121,37 @@ def format_recall(r: dict) -> str:
         parts.append(f"{name} {head} {vals}")
     parts.append(f"mR {r['mr']:.2f}")
     return " | ".join(parts)
+
+
+def model_scores(model, ds, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """[images x captions] scores of a model on a dataset: its full `score`, and for models whose score is not
+    separable also the stage-1 embedding dot product (None for separable models, where the two are equal)."""
+    import torch
+
+    texts, _ = ds.captions()
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            txt = torch.cat([model.encode_text(texts[i:i + 256]) for i in range(0, len(texts), 256)])
+            full, embed = [], []
+            for i in range(0, len(ds), batch_size):
+                imgs = model.preprocess([ds[j].image for j in range(i, min(i + batch_size, len(ds)))])
+                emb = model.encode_image(imgs)
+                embed.append((emb @ txt.T).float().cpu())
+                if not model.separable:
+                    full.append(model.score(imgs, texts).float().cpu())
+    finally:
+        model.train(was)
+    e = torch.cat(embed).numpy()
+    return (torch.cat(full).numpy(), e) if full else (e, None)
+
+
+def evaluate_model(model, ds, batch_size: int = 64, ties: str = "pessimistic") -> dict:
+    """recall() of a model on a dataset (all its images and captions); `mr_embed`: stage 1 alone, if different."""
+    _, owner = ds.captions()
+    full, embed = model_scores(model, ds, batch_size)
+    r = recall(full, owner, ties=ties)
+    if embed is not None:
+        r["mr_embed"] = recall(embed, owner, ties=ties)["mr"]
+    return r

@@ -120,7 +120,7 @@ class AMFMN(RetrievalModel):
         v, _ = self._visual(images)
         return self._score(v, *self._words(texts))
 
-    def loss(self, images, texts, captions, labels=None):
+    def loss(self, images, texts, captions, labels=None, image_ids=None):
         v, _ = self._visual(images)
         s = self._score(v, *self._words(texts))
         base = float(self.config.get("margin", 0.2))
@@ -129,7 +129,7 @@ class AMFMN(RetrievalModel):
                                            float(self.config.get("margin_low", 0.05)))
         else:
             margin = base
-        mask = losses.duplicate_mask(captions).to(s.device)
+        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
         loss = losses.triplet(s, margin, hardest=bool(self.config.get("hardest", False)), mask=mask,
                               reduction=self.config.get("reduction", "mean"))
         return {"loss": loss, "triplet": loss.detach()}

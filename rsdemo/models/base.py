@@ -72,9 +72,16 @@ class RetrievalModel(nn.Module):
     def explain(self, image, text: str) -> Explanation:
         raise NotImplementedError
 
-    def loss(self, images, texts, captions: list[str], labels: list | None = None) -> dict:
-        """Training loss of one batch of matched pairs (image i <-> captions[i]); returns {"loss": ..., parts}."""
+    def loss(self, images, texts, captions: list[str], labels: list | None = None, image_ids=None) -> dict:
+        """Training loss of one batch of matched pairs (image i <-> captions[i]); returns {"loss": ..., parts}.
+
+        labels: scene label per pair (or None); image_ids: which image each pair comes from, so two captions of
+        one image in a batch are not treated as negatives of each other."""
         raise NotImplementedError
+
+    def forward(self, images, texts, captions, labels=None, image_ids=None) -> dict:
+        # forward() is the loss so DistributedDataParallel (which hooks forward) syncs gradients
+        return self.loss(images, texts, captions, labels, image_ids=image_ids)
 
     # ---- helpers -----------------------------------------------------------------------------------
     def switches(self) -> dict[str, bool]:
