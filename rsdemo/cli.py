@@ -51,7 +51,7 @@ def _train(a) -> int:
         node[last] = val
     card = train(TrainArgs(model=a.model, data=a.data, images=a.images, out=a.out, epochs=a.epochs,
                            batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, resume=a.resume,
-                           eval_split=a.eval_split, max_minutes=a.max_minutes, overrides=overrides,
+                           eval_split=a.eval_split, max_minutes=a.max_minutes, overrides=overrides, save_every=a.save_every,
                            progress=not a.quiet))
     from .evaluate import format_recall
     for split, m in (card.get("metrics") or {}).items():
@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from OUT/last.state.pt exactly")
     s.add_argument("--eval-split", help="split for per-epoch evaluation and best-checkpoint choice (default val)")
     s.add_argument("--max-minutes", type=float, help="stop (resumably) after this much training time")
+    s.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints (default 50)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set use_mvsa=false --set train.lr=1e-3 (repeatable)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
