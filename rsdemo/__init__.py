@@ -4,12 +4,14 @@ Public API (kept small on purpose; everything else is an implementation detail):
     open_dataset(spec, images=None) -> CaptionDataset     any supported format, or "synthetic[:N[:SEED]]"
     make_synthetic(out, n=1000, seed=0)                    export the synthetic aerial world
     recall(sim, owner) -> dict                             R@1/5/10 both directions and mR
+    list_models() / create_model(name, **overrides) / load_model(name_or_checkpoint)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["CaptionDataset", "DataError", "open_dataset", "make_synthetic", "recall", "__version__"]
+__all__ = ["CaptionDataset", "DataError", "open_dataset", "make_synthetic", "recall", "list_models", "create_model",
+           "load_model", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help must be quick)
@@ -22,6 +24,9 @@ def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help
     if name == "make_synthetic":
         from .data.synthetic import export
         return export
+    if name in ("list_models", "create_model", "load_model"):
+        from .models import registry
+        return getattr(registry, name)
     if name == "recall":
         from .evaluate import recall
         return recall

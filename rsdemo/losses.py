@@ -149,3 +149,38 @@ def duplicate_mask(texts: list[str], image_ids=None) -> torch.Tensor:
     out = torch.tensor(same, dtype=torch.bool).reshape(b, b)
     out.fill_diagonal_(False)
     return out
+
+
+def class_contrastive(v: torch.Tensor, t: torch.Tensor, classes: torch.Tensor, temperature: float = 0.1):
+    """Cross-modal class contrast (CCNet's Cross-modality Distinction loss, as we read it).
+
+    v, t: L2-normalised image and text embeddings [B, d]; classes [B]: a class id per pair (scene labels where the
+    data has them, else the image id, so only a pair's own image and text count as one class). For every image the
+    texts of its class are positives and all other texts negatives, and vice versa: the log of the probability mass
+    on the own class is maximised, which pulls a class's images and texts together (intra-class compactness) and
+    pushes other classes away (inter-class separation) across the two modalities.
+    """
+    logits = v @ t.T / temperature
+    same = classes[:, None] == classes[None, :]
+
+    def one_way(lg):
+        pos = lg.masked_fill(~same, float("-inf")).logsumexp(1)
+        return (lg.logsumexp(1) - pos).mean()
+
+    return 0.5 * (one_way(logits) + one_way(logits.T))
+
+
+def semantic_margin(labels, base: float = 0.2, low: float = 0.05) -> torch.Tensor:
+    """SSJDN's Semantic-guided Triple Loss margin, as we read it: an adaptive constant from label agreement.
+
+    For a negative pair with the same scene label the margin shrinks by a constant k that the batch itself sets:
+    k = the share of negatives in the batch that share their anchor's label (the more same-label negatives, the
+    more of them are near-duplicates in RS data, so the less they are pushed away): margin = base - (base-low)*k.
+    Pairs with different labels keep `base`. Unknown labels (None) never agree. Returns [B, B].
+    """
+    B = len(labels)
+    agree = torch.tensor([[labels[i] is not None and labels[i] == labels[j] for j in range(B)] for i in range(B)],
+                         dtype=torch.float32)
+    off = 1 - torch.eye(B)
+    k = float((agree * off).sum() / off.sum().clamp(min=1))
+    return base - (base - low) * k * agree

@@ -160,6 +160,9 @@ def train(a: TrainArgs) -> dict:
         from .data.text import Vocab
         vocab = Vocab.build(c for r in train_ds.records for c in r.captions)
     from .models.registry import build, merge
+    known = sorted({r.label for r in train_ds.records if r.label})
+    if known:  # label-aware modules (LSD, CD, STL) get the training data's scene classes
+        overrides.setdefault("classes", known)
     model = build(merge(cfg, overrides), a.model, vocab=vocab).to(device)
 
     size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
@@ -192,7 +195,7 @@ def train(a: TrainArgs) -> dict:
                  "config": model.config, "data": a.data, "train_split": "train", "eval_split": eval_split,
                  "train_images": len(train_ds), "train_pairs": len(pairs), "eval_images": len(eval_ds),
                  "epochs": epochs, "batch_size": bs, "lr": lr, "seed": a.seed, "world_size": world,
-                 "params": sum(p.numel() for p in model.parameters()), "device": str(device),
+                 "params": sum(p.numel() for p in model.parameters()), "device": str(device), "cpus": os.cpu_count(),
                  "torch": torch.__version__, "code_version": code_version(),
                  "command": "rsdemo train " + " ".join(_cli_args(a, epochs, bs, lr))}
 

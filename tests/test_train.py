@@ -97,3 +97,14 @@ def test_ddp_two_process_gloo_matches_single(tmp_path):
     # each rank sees half of every batch (its own in-batch negatives), so results agree within noise, not bitwise
     mr_s, mr_d = single["metrics"]["test"]["mr"], ddp["metrics"]["test"]["mr"]
     assert abs(mr_s - mr_d) < 15, (mr_s, mr_d)
+
+
+def test_ablation_bench_runs_at_toy_size(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "ablate.py"), "--models", "amfmn-slim", "--epochs", "1",
+                        "--n", "40", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path), "--no-write"],
+                       capture_output=True, text=True, env=os.environ, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    table = r.stdout
+    for variant in ("full", "-mvsa", "-vgt", "-dynamic_margin"):
+        assert f"| amfmn-slim | {variant} |" in table, table

@@ -16,9 +16,9 @@ What we decided (the abstract leaves it open):
   score() reranks.
 - Dynamic margin: margin_ij = base - (base - low) * prior_ij, with prior_ij from rsdemo.losses.prior_similarity
   (idf-weighted bag-of-words cosine of the two captions, averaged with scene-label agreement when labels exist):
-  pairs that look alike before learning, common in RS data, are pushed apart less. "dynamic_margin": false gives the
-  released code's fixed margin.
-Switches: use_mvsa, use_vgt (vision-guided text), dynamic_margin.
+  pairs that look alike before learning, common in RS data, are pushed apart less. "use_dynamic_margin": false gives
+  the released code's fixed margin.
+Switches: use_mvsa, use_vgt (vision-guided text), use_dynamic_margin.
 """
 from __future__ import annotations
 
@@ -29,24 +29,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
-from .backbones import ImageBackbone, TextBackbone, encode_batch, masked_mean
-from .base import Explanation, RetrievalModel
+from .base import Explanation
+from .common import SeedModel
 from .registry import register
 
 
 @register("amfmn")
-class AMFMN(RetrievalModel):
+class AMFMN(SeedModel):
     def __init__(self, config: dict, name: str | None = None, vocab=None):
-        super().__init__(config, name)
-        if vocab is None:
-            from ..data.synthetic import vocabulary
-            vocab = vocabulary()
-        self.vocab = vocab
+        super().__init__(config, name, vocab)
         d = self.embed_dim
         self.use_mvsa = bool(config.get("use_mvsa", True))
         self.use_vgt = bool(config.get("use_vgt", True))
         self.separable = not self.use_vgt
-        self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"))
         c = self.backbone.channels
         self.global_fc = nn.Linear(c[-1], d)
         h = int(config.get("mvsa_dim", 256))
@@ -55,21 +50,8 @@ class AMFMN(RetrievalModel):
             self.fuse = nn.Sequential(nn.Conv2d(3 * h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(True))
             self.qkv = nn.Conv2d(h, 3 * h, 1)
             self.gate = nn.Linear(h, d)
-        self.text = TextBackbone(len(vocab), d, int(config.get("word_dim", 300)))
         if self.use_vgt:
             self.vq, self.wk, self.wo = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
-
-    # ---- text --------------------------------------------------------------------------------------
-    def tokenize(self, texts):
-        return encode_batch(self.vocab, list(texts), int(self.config.get("max_words", 48)))
-
-    def _words(self, texts):
-        ids, lengths = self._texts(texts)
-        words, mask = self.text(ids.to(self.device), lengths)
-        return words, mask, masked_mean(words, mask)
-
-    def encode_text(self, texts):
-        return self.normalize(self._words(texts)[2])
 
     # ---- image -------------------------------------------------------------------------------------
     def _mvsa(self, feats):
@@ -124,7 +106,7 @@ class AMFMN(RetrievalModel):
         v, _ = self._visual(images)
         s = self._score(v, *self._words(texts))
         base = float(self.config.get("margin", 0.2))
-        if self.config.get("dynamic_margin", True):
+        if self.config.get("use_dynamic_margin", True):
             margin = losses.dynamic_margin(losses.prior_similarity(captions, labels).to(s.device), base,
                                            float(self.config.get("margin_low", 0.05)))
         else:
@@ -145,5 +127,4 @@ class AMFMN(RetrievalModel):
         if self.use_vgt:
             _, att = self._guided(v, words, mask, t)
             notes["word_weights"] = att[0, 0, : int(mask.sum())].cpu().numpy()
-        from ..data.text import tokenize
-        return Explanation(maps, tokenize(text)[: int(mask.sum())] or ["<unk>"], s, notes=notes)
+        return Explanation(maps, self.tokens(text, mask), s, notes=notes)

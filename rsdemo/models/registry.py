@@ -34,7 +34,7 @@ def _discover() -> None:
     from .. import models
 
     for m in pkgutil.iter_modules(models.__path__):
-        if m.name not in ("registry", "base", "backbones"):
+        if m.name not in ("registry", "base", "backbones", "common"):
             importlib.import_module(f"{models.__name__}.{m.name}")
     _loaded = True
 

@@ -1,0 +1,142 @@
+"""Ablation and comparison on the synthetic world: every seed model full and with each module switched off.
+
+    python bench/ablate.py                 # train what is missing (resumable), then write docs/RESULTS.md
+    python bench/ablate.py --report-only   # rewrite docs/RESULTS.md from docs/ablation.json
+    python bench/ablate.py --epochs 1 --n 60 --seeds 1 --models amfmn-slim --out /tmp/x --no-write  # toy size
+
+Same budget for every row (epochs, batch size, data, learning rate from each model's config), fixed seeds; the
+full models (headline rows) run with --seeds seeds, the ablation rows with --ablation-seeds. Each run is
+`rsdemo train` in its own process; its best-by-val checkpoint's test metrics are what the table reports.
+Per-run results are kept in docs/ablation.json (committed), so the table is regenerated without retraining.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.report import machine  # noqa: E402
+from rsdemo.models.registry import model_config  # noqa: E402
+
+MODELS = ["amfmn-slim", "ccnet-slim", "ssjdn-slim", "dove-slim", "clip-tiny"]
+KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
+STORE = ROOT / "docs" / "ablation.json"
+
+
+def variants(model: str) -> list[tuple[str, dict]]:
+    cfg = model_config(model)
+    out = [("full", {})]
+    out += [(f"-{k[4:]}", {k: False}) for k, v in cfg.items() if k.startswith("use_") and v]
+    return out
+
+
+def run_one(model, variant, switches, seed, a) -> dict:
+    out = Path(a.out) / model / variant.strip("-") / f"seed{seed}"
+    card_path = out / "best.json"
+    if not (out / "last.json").is_file():
+        cmd = [sys.executable, "-m", "rsdemo", "train", "--model", model, "--data", a.data, "--out", str(out),
+               "--epochs", str(a.epochs), "--seed", str(seed), "--quiet"]
+        for k, v in switches.items():
+            cmd += ["--set", f"{k}={json.dumps(v)}"]
+        if (out / "last.state.pt").is_file():
+            cmd.append("--resume")
+        env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)}
+        t = time.perf_counter()
+        r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
+        print(f"  {model} {variant} seed {seed}: {time.perf_counter() - t:.0f} s", flush=True)
+    best = json.loads(card_path.read_text())
+    last = json.loads((out / "last.json").read_text())
+    return {"model": model, "variant": variant, "seed": seed, "switches": switches,
+            "test": {k: best["metrics"]["test"][k] for k in KEYS}, "best_epoch": best.get("best_epoch"),
+            "run_seconds": last["train_seconds"], "params": best["params"], "epochs": best["epochs"],
+            "data": best["data"], "command": best["command"]}
+
+
+def _fmt(vals):
+    m = statistics.mean(vals)
+    return f"{m:.2f}" if len(vals) == 1 else f"{m:.2f} ± {statistics.pstdev(vals):.2f}"
+
+
+def report(rows: list[dict], meta: dict) -> str:
+    groups: dict[tuple, list] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["variant"]), []).append(r)
+    lines = ["## Ablation and comparison (synthetic world, test split)", "",
+             f"`python bench/ablate.py` on {meta['data']}: {meta['epochs']} epochs per run, each model's own batch "
+             f"size and learning rate, best epoch by val mR, its test metrics reported; mean ± std over seeds "
+             f"(seeds in the last column). Same metric code and tie rule as above. Machine: {meta['machine']}.", "",
+             "| model | variant | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | mR | Δ mR vs full | params | "
+             "train min | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    helped = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        full = [r["test"]["mr"] for r in groups.get((model, "full"), [])]
+        full_mean = statistics.mean(full) if full else None
+        for (m, variant), rs in groups.items():
+            if m != model:
+                continue
+            mrs = [r["test"]["mr"] for r in rs]
+            delta = "" if variant == "full" or full_mean is None else f"{statistics.mean(mrs) - full_mean:+.2f}"
+            if variant != "full" and full_mean is not None and full_mean - statistics.mean(mrs) >= 2:
+                helped.append(f"{model}: {variant[1:]} (+{full_mean - statistics.mean(mrs):.2f} mR)")
+            cells = [_fmt([r["test"][k] for r in rs]) for k in KEYS]
+            mins = statistics.mean(r["run_seconds"] for r in rs) / 60
+            lines.append(f"| {model} | {variant} | " + " | ".join(cells) +
+                         f" | {delta} | {rs[0]['params'] / 1e6:.2f}M | {mins:.1f} | "
+                         f"{','.join(str(r['seed']) for r in rs)} |")
+    lines += ["", "Modules whose removal costs ≥ 2 mR: " + ("; ".join(helped) if helped else "none") + ".",
+              "A negative Δ means the model did better without the module at this budget; we report it as measured."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=MODELS)
+    ap.add_argument("--data", default="synthetic")
+    ap.add_argument("--n", type=int, help="shorthand for --data synthetic:N")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds for the full models (headline rows)")
+    ap.add_argument("--ablation-seeds", type=int, default=1)
+    ap.add_argument("--jobs", type=int, default=2, help="runs in parallel")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "ablate"))
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
+    a = ap.parse_args(argv)
+    if a.n:
+        a.data = f"synthetic:{a.n}"
+    if a.report_only:
+        stored = json.loads(STORE.read_text())
+        rows, meta = stored["runs"], stored["meta"]
+    else:
+        jobs = []
+        for m in a.models:
+            for variant, sw in variants(m):
+                for seed in range(a.seeds if variant == "full" else a.ablation_seeds):
+                    jobs.append((m, variant, sw, seed))
+        print(f"{len(jobs)} runs, {a.jobs} at a time", flush=True)
+        with ThreadPoolExecutor(a.jobs) as ex:
+            rows = list(ex.map(lambda j: run_one(*j, a), jobs))
+        meta = {"data": a.data, "epochs": a.epochs, "machine": machine()}
+        if not a.no_write:
+            STORE.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
+    body = report(rows, meta)
+    print(body)
+    if not a.no_write:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from results import write_section
+        write_section("ablation", body)
+    return body
+
+
+if __name__ == "__main__":
+    main()

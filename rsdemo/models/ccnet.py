@@ -1,0 +1,134 @@
+"""CCNet: Cross-modality Consistency Network (Sha et al., JSTARS 2025; seed 000).
+
+What the abstract fixes: a Text-image Attention-conditioned Module (TAM) that lets visual and textual features
+interact by cross-modal attention, focusing on semantically similar fine-grained image features and generating an
+aggregated visual representation; a Co-occurrent Features Module (CFM) that estimates co-occurrence probabilities
+by measuring fine-grained feature similarity, reinforcing the relations of target-consistent features across the
+modalities; and a Cross-modality Distinction (CD) loss that compacts intra-class samples and separates
+inter-class ones.
+
+What we decided:
+- Fine-grained features: image regions = the stride-16 map projected to the joint space (h*w regions); words =
+  BiGRU word features. Fine-grained similarity s[t, r] = cosine(word t, region r).
+- TAM: each word attends over the regions, a[t, r] = softmax_r(lambda * s[t, r]); the word's attended visual
+  feature is sum_r a[t, r] v_r; the text-conditioned visual representation is their mean over the words.
+  TAM score = cosine(that aggregate, global text feature). The attention a is what `explain` shows as "tam"
+  ([T, h, w], one map per word).
+- CFM: the co-occurrence probability of word t and region r is the joint softmax over all (t, r) of
+  lambda * s[t, r] (a distribution over word-region pairs, `cfm` in `explain`, [T, h*w]). Its marginals weight
+  the regions and the words: region weights p(r) pool the visual side, word weights p(t) pool the text side, so
+  features that co-occur across modalities dominate both; CFM score = cosine of the two pooled features.
+- Final score = mean of the global cosine and the enabled TAM / CFM scores. The global image feature (pooled
+  stride-32 map) and text feature (mean of words) are what stage 1 indexes; with TAM or CFM on, score() is not
+  separable and reranks.
+- Loss: the bidirectional triplet (sum over negatives, margin 0.2) on the full score, plus the CD loss
+  (rsdemo.losses.class_contrastive) on the global embeddings with weight `cd_weight`: classes are scene labels
+  where the data has them, else the pair's image id.
+Switches: use_tam, use_cfm, use_cd.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import losses
+from .base import Explanation
+from .common import SeedModel, region_proj, regions
+from .registry import register
+
+
+@register("ccnet")
+class CCNet(SeedModel):
+    def __init__(self, config: dict, name: str | None = None, vocab=None):
+        super().__init__(config, name, vocab)
+        d = self.embed_dim
+        c = self.backbone.channels
+        self.use_tam = bool(config.get("use_tam", True))
+        self.use_cfm = bool(config.get("use_cfm", True))
+        self.use_cd = bool(config.get("use_cd", True))
+        self.separable = not (self.use_tam or self.use_cfm)
+        self.global_fc = nn.Linear(c[-1], d)
+        if self.use_tam or self.use_cfm:
+            self.region = region_proj(c[1], d)
+            self.lam = float(config.get("attention_temperature", 10.0))
+
+    def _visual(self, images):
+        feats = self.backbone(self._images(images))
+        g = self.global_fc(feats[-1].mean((2, 3)))
+        reg = regions(self.region(feats[1])) if (self.use_tam or self.use_cfm) else None
+        return g, reg, feats[1].shape[-2:]
+
+    def encode_image(self, images):
+        return self.normalize(self._visual(images)[0])
+
+    def _fine(self, reg, words):
+        """Fine-grained cosine similarity [N, M, T, R] between every word and every region."""
+        r = self.normalize(reg)
+        w = self.normalize(words)
+        return torch.einsum("nrd,mtd->nmtr", r, w)
+
+    def _score(self, g, reg, words, mask, t, parts=False):
+        out = []
+        for i in range(0, g.shape[0], 16):  # [16, M, T, R] at a time
+            gi = g[i:i + 16]
+            scores = [self.normalize(gi) @ self.normalize(t).T]
+            extra = {}
+            if self.use_tam or self.use_cfm:
+                sim = self._fine(reg[i:i + 16], words)
+                m = mask[None, :, :, None]
+                if self.use_tam:
+                    att = (self.lam * sim).softmax(-1)                                    # over regions
+                    # mean over words of each word's attended regions == regions weighted by the mean attention
+                    w = (att * m).sum(2) / m.sum(2).clamp(min=1)
+                    agg = torch.einsum("nmr,nrd->nmd", w, reg[i:i + 16])
+                    scores.append((self.normalize(agg) * self.normalize(t)[None]).sum(-1))
+                    extra["tam"] = att
+                if self.use_cfm:
+                    logits = (self.lam * sim).masked_fill(~m, float("-inf"))
+                    n, mm, T, R = logits.shape
+                    joint = logits.view(n, mm, T * R).softmax(-1).view(n, mm, T, R)       # over (word, region)
+                    pv = torch.einsum("nmr,nrd->nmd", joint.sum(2), reg[i:i + 16])
+                    pt = torch.einsum("nmt,mtd->nmd", joint.sum(3), words)
+                    scores.append((self.normalize(pv) * self.normalize(pt)).sum(-1))
+                    extra["cfm"] = joint
+            out.append(torch.stack(scores).mean(0))
+        s = torch.cat(out)
+        return (s, extra) if parts else s
+
+    def score(self, images, texts):
+        g, reg, _ = self._visual(images)
+        return self._score(g, reg, *self._words(texts))
+
+    def loss(self, images, texts, captions, labels=None, image_ids=None):
+        g, reg, _ = self._visual(images)
+        words, mask, t = self._words(texts)
+        s = self._score(g, reg, words, mask, t)
+        dup = losses.duplicate_mask(captions, image_ids).to(s.device)
+        tri = losses.triplet(s, float(self.config.get("margin", 0.2)), mask=dup)
+        out = {"loss": tri, "triplet": tri.detach()}
+        if self.use_cd:
+            cls = self.label_ids(labels)
+            if cls is None or (cls < 0).any():
+                ids = image_ids if image_ids is not None else list(range(len(captions)))
+                cls = torch.as_tensor(ids, device=s.device)
+            cd = losses.class_contrastive(self.normalize(g), self.normalize(t), cls)
+            out["loss"] = tri + float(self.config.get("cd_weight", 0.5)) * cd
+            out["cd"] = cd.detach()
+        return out
+
+    @torch.no_grad()
+    def explain(self, image, text: str) -> Explanation:
+        x = self._images(image if torch.is_tensor(image) else [image])
+        g, reg, hw = self._visual(x)
+        words, mask, t = self._words([text])
+        s, extra = self._score(g, reg, words, mask, t, parts=True)
+        T = int(mask.sum())
+        maps, cfm = {}, None
+        if "tam" in extra:
+            maps["tam"] = extra["tam"][0, 0, :T].view(T, *hw).cpu().numpy()
+        if "cfm" in extra:
+            cfm = extra["cfm"][0, 0, :T].cpu().numpy()
+            maps["cfm_regions"] = cfm.sum(0).reshape(*hw)
+        if not maps:  # no fine-grained module on: the global feature map's activation is all there is
+            maps["global"] = self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
+        return Explanation(maps, self.tokens(text, mask), float(s[0, 0]), cfm=cfm)

@@ -1,0 +1,134 @@
+"""SSJDN: Scale-Semantic Joint Decoupling Network (Zheng et al., ACM 2023; seed 001).
+
+What the abstract fixes: a Bidirectional Scale Decoupling (BSD) module whose Salience Extraction Map (SEM) and
+Salience Suppression Map (SSM) units adaptively extract potential features and suppress cumbersome features at
+other scales, in a bidirectional pattern, to yield different scale clues; a Label-supervised Semantic Decoupling
+(LSD) module that uses scene-category labels as prior knowledge to supervise images and texts; and a
+Semantic-guided Triple Loss (STL) that adaptively generates a constant to adjust the loss, raising the chance of
+matching same-semantics image and text and shortening convergence.
+
+What we decided:
+- BSD: the stride-8/16/32 maps are projected to `bsd_dim` channels. Fine-to-coarse pass: at each scale an SEM unit
+  (3x3 conv + sigmoid) gives a salience map m; the extracted clue is the map-weighted feature, and the next
+  (coarser) scale is multiplied by the SSM, 1 - m resized, so it looks for what the finer scale did not take.
+  Coarse-to-fine pass: the same with its own SEM units, suppressing the finer scales. Each scale's clue is the
+  sum of its two passes' pooled extracted features; the three clues are concatenated and projected to the joint
+  space, added to the pooled stride-32 global feature. `explain` gives per scale "sem{stride}" (mean of the two
+  passes' salience maps) and "ssm{stride}" (the suppression that scale received).
+- LSD: a linear scene classifier on the image embedding and one on the text embedding, cross-entropy on the
+  scene labels (weight `lsd_weight`); pairs without a known label are ignored. The class list is written into
+  the config at training time (the synthetic scenes by default).
+- STL: the bidirectional triplet whose margin for same-label negatives shrinks by a batch-set constant
+  (rsdemo.losses.semantic_margin); off = the fixed margin.
+- Score: cosine of the global embeddings (separable; stage 1 is exact).
+Switches: use_bsd, use_lsd, use_stl.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import losses
+from .base import Explanation
+from .common import SeedModel
+from .registry import register
+
+
+class SEM(nn.Module):
+    """Salience Extraction Map unit: a [N, 1, h, w] salience map of a scale's features."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(c, c // 2, 3, padding=1), nn.ReLU(True), nn.Conv2d(c // 2, 1, 1))
+
+    def forward(self, x):
+        return torch.sigmoid(self.conv(x))
+
+
+def ssm(m: torch.Tensor, size) -> torch.Tensor:
+    """Salience Suppression Map: what one scale took, suppressed at another scale's resolution."""
+    return 1 - F.interpolate(m, size=size, mode="bilinear", align_corners=False)
+
+
+@register("ssjdn")
+class SSJDN(SeedModel):
+    def __init__(self, config: dict, name: str | None = None, vocab=None):
+        super().__init__(config, name, vocab)
+        if not self.classes:
+            from ..data.synthetic import SCENES
+            self.classes = sorted(SCENES)
+        d, c = self.embed_dim, self.backbone.channels
+        self.use_bsd = bool(config.get("use_bsd", True))
+        self.use_lsd = bool(config.get("use_lsd", True))
+        self.use_stl = bool(config.get("use_stl", True))
+        self.global_fc = nn.Linear(c[-1], d)
+        if self.use_bsd:
+            h = int(config.get("bsd_dim", 128))
+            self.proj = nn.ModuleList([nn.Conv2d(ci, h, 1) for ci in c])
+            self.sem_up = nn.ModuleList([SEM(h) for _ in c])      # fine -> coarse
+            self.sem_down = nn.ModuleList([SEM(h) for _ in c])    # coarse -> fine
+            self.clues = nn.Linear(3 * h, d)
+        if self.use_lsd:
+            self.cls_img = nn.Linear(d, len(self.classes))
+            self.cls_txt = nn.Linear(d, len(self.classes))
+
+    def _pass(self, ps, sems, order):
+        """One direction of BSD: extracted pooled clues per scale, salience and suppression maps."""
+        ps = list(ps)
+        clues, sal, sup = [None] * 3, [None] * 3, [None] * 3
+        for k, i in enumerate(order):
+            m = sems[i](ps[i])
+            clues[i] = (ps[i] * m).mean((2, 3))
+            sal[i] = m
+            if k + 1 < len(order):
+                j = order[k + 1]
+                sup[j] = ssm(m, ps[j].shape[-2:])
+                ps[j] = ps[j] * sup[j]
+        return clues, sal, sup
+
+    def _visual(self, images, maps=False):
+        feats = self.backbone(self._images(images))
+        g = self.global_fc(feats[-1].mean((2, 3)))
+        info = {}
+        if self.use_bsd:
+            ps = [p(f) for p, f in zip(self.proj, feats)]
+            c1, s1, u1 = self._pass(ps, self.sem_up, [0, 1, 2])
+            c2, s2, u2 = self._pass(ps, self.sem_down, [2, 1, 0])
+            g = g + self.clues(torch.cat([a + b for a, b in zip(c1, c2)], 1))
+            if maps:
+                for i, stride in enumerate((8, 16, 32)):
+                    info[f"sem{stride}"] = ((s1[i] + s2[i]) / 2)[:, 0]
+                    info[f"ssm{stride}"] = (u1[i] if u1[i] is not None else u2[i])[:, 0]
+        return g, info
+
+    def encode_image(self, images):
+        return self.normalize(self._visual(images)[0])
+
+    def loss(self, images, texts, captions, labels=None, image_ids=None):
+        v, _ = self._visual(images)
+        _, _, t = self._words(texts)
+        s = self.normalize(v) @ self.normalize(t).T
+        base = float(self.config.get("margin", 0.2))
+        margin = (losses.semantic_margin(labels, base, float(self.config.get("margin_low", 0.05))).to(s.device)
+                  if self.use_stl and labels is not None else base)
+        tri = losses.triplet(s, margin, mask=losses.duplicate_mask(captions, image_ids).to(s.device))
+        out = {"loss": tri, "triplet": tri.detach()}
+        cls = self.label_ids(labels) if self.use_lsd else None
+        if cls is not None and (cls >= 0).any():
+            lsd = 0.5 * (F.cross_entropy(self.cls_img(v), cls, ignore_index=-1) +
+                         F.cross_entropy(self.cls_txt(t), cls, ignore_index=-1))
+            out["loss"] = tri + float(self.config.get("lsd_weight", 0.2)) * lsd
+            out["lsd"] = lsd.detach()
+        return out
+
+    @torch.no_grad()
+    def explain(self, image, text: str) -> Explanation:
+        v, info = self._visual(image if torch.is_tensor(image) else [image], maps=True)
+        words, mask, t = self._words([text])
+        s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
+        maps = {k: m[0].cpu().numpy() for k, m in info.items()}
+        if not maps:  # BSD off: the global map's activation is the only spatial signal left
+            maps["global"] = self.backbone(self._images(image if torch.is_tensor(image) else [image]))[-1][0] \
+                .norm(dim=0).cpu().numpy()
+        return Explanation(maps, self.tokens(text, mask), s)

@@ -1,0 +1,80 @@
+"""Checks specific to the papers' modules (what the registry-wide tests cannot know)."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rsdemo import losses
+from rsdemo.data import synthetic as S
+from rsdemo.models.dove import DTGA, dtga_flops, transformer_flops
+from rsdemo.models.registry import create_model
+
+
+@pytest.fixture(scope="module")
+def sample():
+    w = next(iter(S.generate(1, seed=9)))
+    return Image.fromarray(w.image), w.captions[0]
+
+
+def _m(name, **kw):
+    torch.manual_seed(0)
+    return create_model(name, **kw).eval()
+
+
+def test_mvsa_saliency_is_a_distribution(sample):
+    ex = _m("amfmn-slim").explain(*sample)
+    assert ex.maps["mvsa"].sum() == pytest.approx(1.0, abs=1e-4) and (ex.maps["mvsa"] >= 0).all()
+    assert ex.notes["word_weights"].sum() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_ccnet_tam_and_cfm(sample):
+    ex = _m("ccnet-slim").explain(*sample)
+    T = len(ex.tokens)
+    tam = ex.maps["tam"]
+    assert tam.shape[0] == T and np.allclose(tam.reshape(T, -1).sum(1), 1, atol=1e-4)  # per word, over regions
+    assert ex.cfm.shape == (T, tam.shape[1] * tam.shape[2])
+    assert ex.cfm.sum() == pytest.approx(1.0, abs=1e-4) and (ex.cfm >= 0).all()         # joint over (word, region)
+
+
+def test_ssjdn_sem_and_ssm(sample):
+    m = _m("ssjdn-slim")
+    ex = m.explain(*sample)
+    for stride, side in ((8, 16), (16, 8), (32, 4)):
+        sem, ssm = ex.maps[f"sem{stride}"], ex.maps[f"ssm{stride}"]
+        assert sem.shape == ssm.shape == (side, side)
+        assert (sem >= 0).all() and (sem <= 1).all() and (ssm >= 0).all() and (ssm <= 1).all()
+    # SSM really is the suppression of the neighbouring scale's salience: 1 - resized SEM
+    x = m.preprocess([sample[0]])
+    feats = m.backbone(x)
+    ps = [p(f) for p, f in zip(m.proj, feats)]
+    sal8 = m.sem_up[0](ps[0])
+    expect = 1 - torch.nn.functional.interpolate(sal8, size=ps[1].shape[-2:], mode="bilinear", align_corners=False)
+    assert np.allclose(ex.maps["ssm16"], expect[0, 0].detach().numpy(), atol=1e-5)
+
+
+def test_dove_roam_maps(sample):
+    ex = _m("dove-slim").explain(*sample)
+    roam = ex.maps["roam"]
+    assert roam.shape[0] == 6 and np.allclose(roam.reshape(6, -1).sum(1), 1, atol=1e-4)
+    assert ex.maps["roam_text"].sum() == pytest.approx(1.0, abs=1e-4)  # the text's convex mix of the regions
+
+
+def test_dtga_is_lighter_than_a_transformer_layer():
+    T, d, G = 20, 256, 4
+    assert dtga_flops(T, d, G) * 50 < transformer_flops(T, d)
+    # counted FLOPs match what the module does: no projections, 2 attention products each way
+    m = DTGA(d, G)
+    words, mask = torch.randn(2, T, d), torch.ones(2, T, dtype=torch.bool)
+    assert m(words, mask).shape == (2, T, d)
+    assert sum(p.numel() for p in m.parameters()) == G * d
+
+
+def test_class_contrastive_and_semantic_margin():
+    v = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0], [0, 1]]), dim=-1)
+    good = losses.class_contrastive(v, v, torch.tensor([0, 0, 1]))
+    bad = losses.class_contrastive(v, v, torch.tensor([0, 1, 1]))
+    assert good < 0.01 < bad
+    m = losses.semantic_margin(["a", "a", "b", None], base=0.2, low=0.05)
+    k = 2 / 12  # 2 of the 12 off-diagonal pairs share a label
+    assert m[0, 1] == pytest.approx(0.2 - 0.15 * k) and m[0, 2] == pytest.approx(0.2)
+    assert m[3, 3] == pytest.approx(0.2)  # unknown labels never agree, not even with themselves
