@@ -36,11 +36,12 @@ def median_time(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def write_section(name: str, body: str) -> None:
-    """Replaces (or appends) the section between <!-- name --> markers, leaving the others alone."""
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n\nEvery figure here is written by a script in bench/.\n"
+def write_section(name: str, body: str, doc: Path = DOC,
+                  title: str = "# Benchmarks\n\nEvery figure here is written by a script in bench/.\n") -> None:
+    """Replaces (or appends) the section between <!-- name --> markers of `doc`, leaving the others alone."""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    text = doc.read_text() if doc.exists() else title
     block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
     pat = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
     text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
+    doc.write_text(text)

@@ -4,12 +4,12 @@ random and bag-of-scene-words baselines measured on the same split by the same m
     python scripts/results.py
 """
 import json
-import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench import report  # noqa: E402
 from rsdemo.baselines import BASELINES  # noqa: E402
 from rsdemo.data.formats import open_dataset  # noqa: E402
 from rsdemo.evaluate import recall  # noqa: E402
@@ -23,12 +23,7 @@ def row(name, m, extra=""):
 
 
 def write_section(name: str, body: str) -> None:
-    text = DOC.read_text() if DOC.exists() else "# Results\n\nEvery number here is written by a script.\n"
-    block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->"
-    pat = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.parent.mkdir(exist_ok=True)
-    DOC.write_text(text)
+    report.write_section(name, body, DOC, "# Results\n\nEvery number here is written by a script.\n")
 
 
 def main() -> None:
