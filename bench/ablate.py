@@ -110,6 +110,8 @@ def main(argv=None) -> str:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
     ap.add_argument("--out", default=str(ROOT / "runs" / "ablate"))
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--collect", action="store_true",
+                    help="report the runs already finished under --out (no training), e.g. after an interruption")
     ap.add_argument("--no-write", action="store_true", help="print the table, leave docs/ alone")
     a = ap.parse_args(argv)
     if a.n:
@@ -123,9 +125,14 @@ def main(argv=None) -> str:
             for variant, sw in variants(m):
                 for seed in range(a.seeds if variant == "full" else a.ablation_seeds):
                     jobs.append((m, variant, sw, seed))
+        jobs.sort(key=lambda j: (j[3], j[1] != "full"))  # seed 0 of everything first, then the other seeds
+        if a.collect:
+            jobs = [j for j in jobs if (Path(a.out) / j[0] / j[1].strip("-") / f"seed{j[3]}" / "last.json").is_file()]
         print(f"{len(jobs)} runs, {a.jobs} at a time", flush=True)
         with ThreadPoolExecutor(a.jobs) as ex:
             rows = list(ex.map(lambda j: run_one(*j, a), jobs))
+        order = {(m, v): i for i, (m, v) in enumerate((m, v) for m in a.models for v, _ in variants(m))}
+        rows.sort(key=lambda r: (order[(r["model"], r["variant"])], r["seed"]))
         meta = {"data": a.data, "epochs": a.epochs, "machine": machine()}
         if not a.no_write:
             STORE.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
