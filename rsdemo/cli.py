@@ -108,6 +108,47 @@ def _models(a) -> int:
     return 0
 
 
+def _index(a) -> int:
+    from .index import Retriever
+    from .models.registry import load_model
+
+    if a.data is None and a.images is None:
+        raise ValueError("give --images DIR (a folder of images) or --data SPEC (a dataset)")
+    model = load_model(a.model, device=a.device)
+    if a.data is not None:
+        from .data.formats import open_dataset
+        images = open_dataset(a.data, images=a.images)
+    else:
+        images = a.images
+    t = time.perf_counter()
+    r = Retriever.build(model, images, out=a.out, batch_size=a.batch_size, kind=a.kind, progress=not a.quiet,
+                        resume=not a.no_resume)
+    skipped = r.manifest["skipped"]
+    print(f"indexed {len(r)} images with {model.name} ({r.manifest['index']['kind']}) into {a.out} in "
+          f"{time.perf_counter() - t:.1f} s" + (f"; skipped {len(skipped)} unreadable (see manifest.json)"
+                                                 if skipped else ""))
+    return 0
+
+
+def _search(a) -> int:
+    from .index import Retriever, read_manifest
+
+    if (a.text is None) == (a.image is None):
+        raise ValueError("give either a query text or --image PATH")
+    man = read_manifest(a.index)  # before loading a model: a wrong path fails fast
+    from .models.registry import load_model
+    model = load_model(a.model or man.get("checkpoint") or man["model"], device=a.device)
+    r = Retriever.load(a.index, model)
+    hits = r.search_text(a.text, k=a.k) if a.image is None else r.search_image(a.image, k=a.k)
+    if a.json:
+        print(json.dumps(hits, indent=1))
+    else:
+        print(f"{'rank':>4}  {'score':>7}  path")
+        for h in hits:
+            print(f"{h['rank']:>4}  {h['score']:>7.4f}  {h['path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rsdemo", description=(
         "Remote-sensing image-text retrieval: data tools, training, evaluation and the demo. "
@@ -177,6 +218,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set use_mvsa=false --set train.lr=1e-3 (repeatable)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_train)
+
+    s = sub.add_parser("index", help="embed a folder of images into a searchable FAISS index",
+                       description="Embed every image under --images (recursively; or the images of --data) with a "
+                                   "trained model and write OUT/index.faiss, OUT/embeddings.npy and "
+                                   "OUT/manifest.json. Resumable: a rerun reuses the finished chunks in OUT/chunks. "
+                                   "Unreadable images are skipped and listed in the manifest.")
+    s.add_argument("--model", required=True, help="a trained model: checkpoint .safetensors, or a name in checkpoints/")
+    s.add_argument("--images", help="image folder (with --data: where the dataset's images are)")
+    s.add_argument("--data", help=DATA_HELP + " (index its images and keep its captions)")
+    s.add_argument("--out", required=True, help="index folder")
+    s.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw"],
+                   help="exact flat search, HNSW graph, or auto (flat below 50,000 images; default)")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--device", help="cpu / cuda (default cpu)")
+    s.add_argument("--no-resume", action="store_true", help="recompute every chunk")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_index)
+
+    s = sub.add_parser("search", help="query an index with text or an image",
+                       description="Search an index built by `rsdemo index`: text -> images (reranked by the "
+                                   "model's full score when it is not separable) or --image -> similar images. "
+                                   "Refuses an index built with another model or over images that changed.")
+    s.add_argument("index", help="index folder")
+    s.add_argument("text", nargs="?", help="query text")
+    s.add_argument("--image", help="query image instead of text")
+    s.add_argument("--k", type=int, default=10, help="number of results (default 10)")
+    s.add_argument("--model", help="model to query with (default: the checkpoint the index was built with)")
+    s.add_argument("--device", help="cpu / cuda (default cpu)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=_search)
 
     s = sub.add_parser("models", help="list the registered models",
                        description="List every registered model name with its description and whether a trained "
