@@ -482,7 +482,16 @@ class Retriever:
         """Image (PIL image or path) -> gallery images by embedding cosine. `rerank` is accepted for a uniform
         call and has no effect: model.score compares an image with text, so image->image has no stage 2."""
         k = _check_k(k)
-        q = self._image_vector(image)
+        return self.search_vector(self._image_vector(image), k)
+
+    def search_vector(self, vec, k: int = 10) -> list[dict]:
+        """An embedding (shape [d] or [1, d], from this model) -> gallery images by cosine, stage 1 only: for
+        callers that embed queries themselves."""
+        k = _check_k(k)
+        q = np.array(vec, dtype=np.float32).reshape(1, -1)  # a copy: normalising must not touch the caller's
+        if q.shape[1] != self.index.d:
+            raise ValueError(f"query has {q.shape[1]} dimensions, the index {self.index.d}")
+        faiss.normalize_L2(q)
         ids, scores = self._nearest(self.index, q, k)
         return [{"rank": i + 1, "path": self.paths[j], "score": float(s), "index": int(j)}
                 for i, (j, s) in enumerate(zip(ids, scores))]
