@@ -1,0 +1,271 @@
+"""Model maps -> pictures: the one place the app, the CLI and the faithfulness metrics turn explanations into heatmaps.
+
+A model's `explain` gives maps at feature resolution (rsdemo.models.base.Explanation). Here they are upsampled and
+normalised (`to_heatmap`), coloured onto the image (`overlay`), split per word (`word_maps`), shown as the CCNet
+word x region matrix (`cooccurrence_figure`), and compared with two baselines that work for any model
+(`region_similarity`, `gradcam`), so a model's own map can be judged against what it would show anyway.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# Maps that stack K learned slots (DOVE's ROAM), not words: never per-word, even when K equals the token count.
+SLOTS = {"roam"}
+
+# Piecewise-linear colormaps: (position, (r, g, b)) control points, interpolated into a 256-entry table.
+_CMAPS = {
+    "jet": [(0.0, (0, 0, 128)), (0.11, (0, 0, 255)), (0.36, (0, 255, 255)), (0.5, (128, 255, 128)),
+            (0.64, (255, 255, 0)), (0.89, (255, 0, 0)), (1.0, (128, 0, 0))],
+    "viridis": [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
+                (1.0, (253, 231, 37))],
+    "gray": [(0.0, (0, 0, 0)), (1.0, (255, 255, 255))],
+}
+
+
+def _lut(name: str) -> np.ndarray:
+    if name not in _CMAPS:
+        raise ValueError(f"unknown colormap {name!r} ({', '.join(_CMAPS)})")
+    pos = np.array([p for p, _ in _CMAPS[name]])
+    rgb = np.array([c for _, c in _CMAPS[name]], dtype=np.float64)
+    x = np.linspace(0, 1, 256)
+    return np.stack([np.interp(x, pos, rgb[:, k]) for k in range(3)], 1).round().astype(np.uint8)
+
+
+def colormap(heat: np.ndarray, name: str = "jet") -> np.ndarray:
+    """[H, W] values in [0, 1] -> [H, W, 3] uint8 RGB."""
+    h = np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0)
+    return _lut(name)[(np.clip(h, 0, 1) * 255).round().astype(np.int64)]
+
+
+def _hw(size) -> tuple[int, int]:
+    return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+
+
+def to_heatmap(m: np.ndarray, size) -> np.ndarray:
+    """A feature-resolution map [h, w] -> [H, W] float in [0, 1]: bilinear upsampling, then min-max.
+
+    size: H (square) or (H, W) -- note (H, W), not PIL's (W, H). A constant map carries no location: zeros."""
+    a = torch.as_tensor(np.nan_to_num(np.asarray(m, dtype=np.float32)))
+    if a.dim() != 2:
+        raise ValueError(f"to_heatmap expects one [h, w] map, got shape {tuple(a.shape)}")
+    up = F.interpolate(a[None, None], size=_hw(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    lo, hi = float(up.min()), float(up.max())
+    return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
+
+
+def overlay(image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet"):
+    """The heatmap coloured and alpha-blended on the image (PIL in, PIL RGB out, the image's size)."""
+    from PIL import Image
+
+    im = np.asarray(image.convert("RGB"), dtype=np.float64)
+    heat = np.asarray(heat, dtype=np.float64)
+    if heat.shape != im.shape[:2]:  # a feature-resolution map: bring it to the picture first
+        heat = to_heatmap(heat, im.shape[:2])
+    out = (1 - alpha) * im + alpha * colormap(heat, cmap)
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+# ---- per-word maps ---------------------------------------------------------------------------------------
+def _grid(ex, n: int) -> tuple[int, int] | None:
+    """The region grid (h, w) of an explanation with n regions: a 2-D map of that size, else a square."""
+    for m in ex.maps.values():
+        if m.ndim == 2 and m.size == n:
+            return m.shape
+    r = int(round(n ** 0.5))
+    return (r, r) if r * r == n else None
+
+
+def word_sources(ex) -> list[str]:
+    """Names of the explanation's per-word map stacks ([T, h, w] maps, then "cfm" where the model has one)."""
+    T = len(ex.tokens)
+    out = [k for k, m in ex.maps.items() if m.ndim == 3 and k not in SLOTS and m.shape[0] == T]
+    if ex.cfm is not None and _grid(ex, ex.cfm.shape[1]) is not None:
+        out.append("cfm")
+    return out
+
+
+def _stack(ex, source: str) -> np.ndarray:
+    if source == "cfm":
+        return ex.cfm.reshape(ex.cfm.shape[0], *_grid(ex, ex.cfm.shape[1]))
+    return ex.maps[source]
+
+
+def word_maps(ex, source: str | None = None) -> dict[str, np.ndarray]:
+    """token -> [h, w] from one per-word source (default: the first of `word_sources`); {} when there is none.
+
+    A repeated token is keyed "token@i" (i its position) so no word's map is lost."""
+    sources = word_sources(ex)
+    if source is None:
+        if not sources:
+            return {}
+        source = sources[0]
+    elif source not in sources:
+        raise ValueError(f"no per-word maps {source!r} in this explanation (has: {', '.join(sources) or 'none'})")
+    out = {}
+    for i, (tok, m) in enumerate(zip(ex.tokens, _stack(ex, source))):
+        out[tok if tok not in out else f"{tok}@{i}"] = m
+    return out
+
+
+def _span(span) -> tuple[int, int]:
+    return (span.start, span.end) if hasattr(span, "start") else (int(span[0]), int(span[1]))
+
+
+def phrase_maps(ex, span) -> dict[str, np.ndarray]:
+    """"<source>_phrase" -> the mean of the span's words' maps, for every per-word source covering the span."""
+    a, b = _span(span)
+    out = {}
+    for s in word_sources(ex):
+        st = _stack(ex, s)
+        if 0 <= a < b <= st.shape[0]:  # a span past the model's max_words has no maps
+            out[f"{s}_phrase"] = st[a:b].mean(0)
+    return out
+
+
+def phrase_map(model, image, text: str, span, source: str | None = None, ex=None) -> np.ndarray | None:
+    """The phrase's map (token span start:end) where the model gives per-word maps, else None."""
+    ex = ex if ex is not None else model.explain(image, text)
+    maps = phrase_maps(ex, span)
+    if source is not None:
+        return maps.get(f"{source}_phrase")
+    return next(iter(maps.values()), None)
+
+
+# ---- the word x region matrix ----------------------------------------------------------------------------
+def cooccurrence_figure(ex, grid=None, title: str | None = None):
+    """ex.cfm [T, h*w] as an interactive heatmap (x: regions, y: tokens); None when the model has no cfm."""
+    if ex.cfm is None:
+        return None
+    import plotly.graph_objects as go
+
+    T, R = ex.cfm.shape
+    grid = tuple(grid) if grid is not None else _grid(ex, R)
+    if grid is not None and grid[0] * grid[1] == R:
+        xs = [f"({i // grid[1]},{i % grid[1]})" for i in range(R)]
+    else:
+        xs = [f"r{i}" for i in range(R)]
+    # numeric rows with token tick labels: a repeated word would otherwise merge two rows of a categorical axis
+    words = np.array([[t] * R for t in ex.tokens[:T]])
+    fig = go.Figure(go.Heatmap(z=ex.cfm, x=xs, y=list(range(T)), colorscale="Viridis", customdata=words,
+                               hovertemplate="word %{customdata}<br>region %{x}<br>p %{z:.4f}<extra></extra>",
+                               colorbar={"title": "p(word, region)"}))
+    fig.update_layout(title=title or f"Word x region co-occurrence (score {ex.score:.3f})",
+                      xaxis_title="region (row,col)" if grid else "region", yaxis_title="word",
+                      yaxis={"tickmode": "array", "tickvals": list(range(T)), "ticktext": list(ex.tokens[:T]),
+                             "autorange": "reversed"})
+    return fig
+
+
+# ---- baselines for any model -----------------------------------------------------------------------------
+def _batch(model, image) -> torch.Tensor:
+    if torch.is_tensor(image):
+        x = image.to(model.device)
+        return x.unsqueeze(0) if x.dim() == 3 else x[:1]
+    return model.preprocess(image)[:1]
+
+
+def _seed(model) -> bool:
+    """A seed-paper model: multi-scale CNN backbone plus global_fc over pooled stride-32 channels."""
+    return hasattr(model, "backbone") and hasattr(model, "global_fc")
+
+
+@torch.no_grad()
+def region_similarity(model, image, text: str, ex=None) -> np.ndarray | None:
+    """Cosine of the text embedding with each image position projected into the joint space: [h, w].
+
+    Seed models: global_fc on each stride-32 position (global_fc is linear, so their mean is the projected pooled
+    feature: the global embedding decomposed per position). CLIP: its own patch_sim. None where neither exists."""
+    if _seed(model):
+        f = model.backbone(_batch(model, image))[-1][0]                      # [C, h, w]
+        pos = model.global_fc(f.permute(1, 2, 0))                           # [h, w, d]
+        t = model.encode_text([text])[0]
+        return F.cosine_similarity(pos.float(), t.float()[None, None], dim=-1).cpu().numpy()
+    ex = ex if ex is not None else model.explain(image, text)
+    m = ex.maps.get("patch_sim")
+    return None if m is None else np.asarray(m, dtype=np.float32)
+
+
+def _cam_target(model):
+    """(module, whether its input (not output) is the map, pick: hooked value -> tensor, to_map: tensor ->
+    [N, C, h, w]) or None. Gradients are taken on the picked tensor itself (a reshaped copy made in the hook
+    would not be on the score's path), then both it and its gradient go through to_map."""
+    if _seed(model):
+        return model.backbone, False, lambda out: out[-1], lambda t: t
+    v = getattr(getattr(model, "model", None), "visual", None)
+    if v is None:
+        return None
+    from open_clip.modified_resnet import ModifiedResNet
+    from open_clip.transformer import VisionTransformer
+
+    if isinstance(v, ModifiedResNet):
+        return v.layer4, False, lambda out: out, lambda t: t
+    if isinstance(v, VisionTransformer):
+        gh, gw = v.grid_size
+        first = getattr(v.transformer, "batch_first", True)
+
+        def grid(t):
+            tok = t if first else t.transpose(0, 1)                          # [N, L, D]
+            tok = tok[:, -gh * gw:]                                           # patch tokens (class token first)
+            return tok.transpose(1, 2).reshape(tok.shape[0], -1, gh, gw)
+        # the last block's *input*: CLIP pools the class token, so the last block's output patch tokens never
+        # reach the score (zero gradient); its input tokens do, through that block's attention
+        return v.transformer.resblocks[-1], True, lambda args: args[0], grid
+    return None
+
+
+def gradcam(model, image, text: str) -> np.ndarray | None:
+    """Grad-CAM of model.score(image, [text]) on the last feature map: ReLU(sum_c w_c A_c), w_c = mean dS/dA_c.
+
+    Seed models: the backbone's stride-32 map; CLIP ViT: the patch tokens entering the last block, on the patch
+    grid; CLIP RN: layer4. None for an image tower with none of these."""
+    target = _cam_target(model)
+    if target is None:
+        return None
+    module, pre, pick, to_map = target
+    seen = []
+    hook = (module.register_forward_pre_hook(lambda _m, args: seen.append(pick(args))) if pre else
+            module.register_forward_hook(lambda _m, _i, out: seen.append(pick(out))))
+    try:
+        with torch.enable_grad():
+            x = _batch(model, image).detach().requires_grad_(True)   # a graph even if every weight is frozen
+            s = model.score(x, [text])[0, 0]
+            grads = torch.autograd.grad(s, seen, allow_unused=True) if seen else ()
+    finally:
+        hook.remove()
+    if not seen:
+        return None
+    a = to_map(seen[0].detach())[0]                                       # [C, h, w]
+    # a model may run the tower more than once per score: the activation is the same, the gradients add up
+    gs = [to_map(g)[0] for g in grads if g is not None]
+    if not gs:
+        return np.zeros(tuple(a.shape[-2:]), np.float32)
+    w = sum(gs).mean((1, 2))                                              # [C]
+    return F.relu((w[:, None, None] * a).sum(0)).float().cpu().numpy()
+
+
+# ---- all maps of one (image, text) -----------------------------------------------------------------------
+def own_maps(ex) -> dict[str, np.ndarray]:
+    """The model's maps, one [h, w] each: 2-D kept, per-word stacks averaged over words, slot stacks skipped."""
+    out = {}
+    for k, m in ex.maps.items():
+        m = np.asarray(m, dtype=np.float32)
+        if m.ndim == 2:
+            out[k] = m
+        elif m.ndim == 3 and k not in SLOTS and m.shape[0] == len(ex.tokens):
+            out[k] = m.mean(0)
+    return out
+
+
+def explain_all(model, image, text: str, ex=None) -> dict[str, np.ndarray]:
+    """Own maps (see own_maps) plus "baseline_region_sim" and "baseline_gradcam", each [h, w] float.
+
+    ex: the model's explanation of (image, text) when the caller already has it."""
+    ex = ex if ex is not None else model.explain(image, text)
+    out = own_maps(ex)
+    for name, m in (("baseline_region_sim", region_similarity(model, image, text, ex=ex)),
+                    ("baseline_gradcam", gradcam(model, image, text))):
+        if m is not None:
+            out[name] = m
+    return out
