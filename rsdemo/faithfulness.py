@@ -4,7 +4,8 @@ Every caption phrase that names objects is a token span with the instance ids it
 gives for (image, caption) can be checked against where those objects really are:
 - pointing game: does the map's hottest pixel fall on (within 15 px of) the referred objects?
 - best IoU: the best overlap of the map's top region (over a range of thresholds) with the objects' mask.
-A "random" map at the model's own resolution is the floor: its pointing rate is about the mask's area fraction.
+A "random" map at the model's own resolution is the floor: its pointing rate is the share of the image within
+15 px of the objects.
 "oracle_HxW" is the ceiling of a map at that resolution: the mask itself block-averaged to h x w. Objects here are
 small (about 1.5% of the image), so a coarse map cannot point exactly at them even when it is right.
 Structures (runway, river, ...) are skipped: they fill large parts of the image and make pointing trivial.
@@ -138,12 +139,12 @@ def write_results(results: dict[str, dict], data: str = "synthetic", split: str 
     body = (f"## Heatmap faithfulness ({data}, {split} split)\n\n"
             f"`{command}`. For each caption phrase that names objects (not structures; at least "
             f"{100 * MIN_AREA:.1f}% of the image), each map is upsampled to the image and scored against the "
-            f"referred objects' mask. Pointing game: the map's maximum lies on the objects. Best IoU: the best "
+            f"referred objects' mask. Pointing game: the map's maximum lies within 15 px of the objects (the usual allowance, Zhang et al. 2016). Best IoU: the best "
             f"IoU of the map's top pixels with the mask over {len(LEVELS)} thresholds (quantiles keeping 100% down "
             f"to 0.1% of the image). `*_phrase`: the mean of the phrase's own word maps; `baseline_region_sim`: "
             f"cosine of the text embedding with each position projected into the joint space; `baseline_gradcam`: "
             f"Grad-CAM of the score on the last feature map; `random`: a uniform random map at the model's map "
-            f"resolution (the floor: its pointing rate is about the objects' area fraction); `oracle_HxW`: the "
+            f"resolution (the floor: its pointing rate is the share of the image within 15 px of the objects); `oracle_HxW`: the "
             f"mask block-averaged to h x w, the ceiling of any map at that resolution (objects are small, so a "
             f"coarse map cannot point exactly at them).\n\n"
             + faithfulness_table(results))
