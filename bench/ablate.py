@@ -94,7 +94,9 @@ def report(rows: list[dict], meta: dict) -> str:
                          f" | {delta} | {rs[0]['params'] / 1e6:.2f}M | {mins:.1f} | "
                          f"{','.join(str(r['seed']) for r in rs)} |")
     lines += ["", "Modules whose removal costs ≥ 2 mR: " + ("; ".join(helped) if helped else "none") + ".",
-              "A negative Δ means the model did better without the module at this budget; we report it as measured."]
+              "A negative Δ means the model did better without the module at this budget; we report it as measured. "
+              "Ablation rows are single runs: read each Δ against the spread of its full row (the seed-to-seed "
+              "noise), and note that 5 epochs on 800 training images is a small budget."]
     return "\n".join(lines)
 
 
