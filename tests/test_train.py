@@ -102,7 +102,7 @@ def test_ddp_two_process_gloo_matches_single(tmp_path):
 def test_ablation_bench_runs_at_toy_size(tmp_path):
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run([sys.executable, str(root / "bench" / "ablate.py"), "--models", "amfmn-slim", "--epochs", "1",
-                        "--n", "40", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path), "--no-write"],
+                        "--n", "80", "--seeds", "1", "--jobs", "2", "--out", str(tmp_path), "--no-write"],
                        capture_output=True, text=True, env=os.environ, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     table = r.stdout
