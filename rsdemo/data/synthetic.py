@@ -830,6 +830,19 @@ def open_synthetic(spec: str = "synthetic") -> CaptionDataset:
         raise ValueError(f"bad synthetic spec {spec!r}: expected synthetic[:N[:SEED]]") from None
     out = cache_dir() / f"synthetic-n{n}-s{seed}-{SIZE}"
     if not (out / "dataset_synthetic.json").is_file():
-        export(out, n, seed)
+        # export beside, then rename the whole folder: processes starting together (DDP ranks, parallel runs)
+        # never read a half-written world, and the first finished rename wins
+        import shutil
+
+        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+        export(tmp, n, seed)
+        if out.is_dir() and not (out / "dataset_synthetic.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # an unfinished export left by an older version
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / "dataset_synthetic.json").is_file():
+                raise
     from .formats import load_karpathy
     return load_karpathy(out / "dataset_synthetic.json", images=out / "images")
