@@ -267,11 +267,9 @@ def train(a: TrainArgs) -> dict:
     if rank == 0:
         save(model, out / "last.safetensors", final, half=a.half)
         if not stopped:  # the cards report what the saved (fp16) files give, so `rsdemo eval` reproduces them
-            for name in ("best", "last"):
-                if (out / f"{name}.safetensors").is_file():
-                    final_card = card_metrics(out / f"{name}.safetensors", ds, eval_split)
-                    if name == "last":
-                        final = final_card
+            if (out / "best.safetensors").is_file():
+                card_metrics(out / "best.safetensors", ds, eval_split)
+            final = card_metrics(out / "last.safetensors", ds, eval_split)
     if world > 1:
         torch.distributed.barrier()
     return final

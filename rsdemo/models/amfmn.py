@@ -118,7 +118,7 @@ class AMFMN(SeedModel):
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
-        v, sal = self._visual([image] if not torch.is_tensor(image) else image)
+        v, sal = self._visual(self.one_image(image))
         words, mask, t = self._words([text])
         s = float(self._score(v, words, mask, t)[0, 0])
         maps, notes = {}, {}

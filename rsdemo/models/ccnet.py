@@ -118,7 +118,7 @@ class CCNet(SeedModel):
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
-        x = self._images(image if torch.is_tensor(image) else [image])
+        x = self.one_image(image)
         g, reg, hw = self._visual(x)
         words, mask, t = self._words([text])
         s, extra = self._score(g, reg, words, mask, t, parts=True)
@@ -130,5 +130,5 @@ class CCNet(SeedModel):
             cfm = extra["cfm"][0, 0, :T].cpu().numpy()
             maps["cfm_regions"] = cfm.sum(0).reshape(*hw)
         if not maps:  # no fine-grained module on: the global feature map's activation is all there is
-            maps["global"] = self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
+            maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]), cfm=cfm)

@@ -47,6 +47,14 @@ class SeedModel(RetrievalModel):
         index = {c: i for i, c in enumerate(self.classes)}
         return torch.tensor([index.get(l, -1) for l in labels], device=self.device)
 
+    def one_image(self, image) -> torch.Tensor:
+        """explain() takes one PIL image or a preprocessed [1, 3, H, W] tensor."""
+        return self._images(image if torch.is_tensor(image) else [image])
+
+    def activation_map(self, x: torch.Tensor):
+        """The last feature map's channel norm: the spatial signal left when a model's own maps are switched off."""
+        return self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
+
     @staticmethod
     def tokens(text: str, mask: torch.Tensor) -> list[str]:
         return tokenize(text)[: int(mask.sum())] or ["<unk>"]

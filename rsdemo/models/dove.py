@@ -144,7 +144,7 @@ class DOVE(SeedModel):
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
-        x = self._images(image if torch.is_tensor(image) else [image])
+        x = self.one_image(image)
         g, slots, att = self._visual(x)
         words, mask, t0 = self._words([text])
         t = self._text_global(words, mask, t0)
@@ -154,5 +154,5 @@ class DOVE(SeedModel):
             maps["roam"] = att[0].cpu().numpy()
             maps["roam_text"] = torch.einsum("k,khw->hw", beta[0, 0], att[0]).cpu().numpy()
         else:
-            maps["global"] = self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
+            maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]))

@@ -124,11 +124,11 @@ class SSJDN(SeedModel):
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
-        v, info = self._visual(image if torch.is_tensor(image) else [image], maps=True)
+        x = self.one_image(image)
+        v, info = self._visual(x, maps=True)
         words, mask, t = self._words([text])
         s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
         maps = {k: m[0].cpu().numpy() for k, m in info.items()}
         if not maps:  # BSD off: the global map's activation is the only spatial signal left
-            maps["global"] = self.backbone(self._images(image if torch.is_tensor(image) else [image]))[-1][0] \
-                .norm(dim=0).cpu().numpy()
+            maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), s)
