@@ -26,7 +26,7 @@ def _data_report(a) -> int:
     from .data.formats import open_dataset
     from .data.report import data_report, format_report
 
-    ds = open_dataset(a.data, images=a.images)
+    ds = open_dataset(a.data, images=a.images, labels=a.labels)
     rep = data_report(ds, check_images=not a.no_images)
     print(json.dumps(rep, indent=1, default=str) if a.json else format_report(rep))
     return 0
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "images, and identical captions shared across splits.")
     s.add_argument("data", help=DATA_HELP)
     s.add_argument("--images", help="image folder (files are matched by name, else by stem)")
+    s.add_argument("--labels", help="CSV of id,class scene labels (default: labels.csv in the image folder or "
+                   "beside the annotations; the UC Merced Land Use layout gives them too)")
     s.add_argument("--no-images", action="store_true", help="skip the duplicate-image check")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=_data_report)

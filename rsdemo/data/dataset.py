@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,13 +64,18 @@ class ImageResolver:
     """Finds the file of an annotation's filename under a root: exact path first, else by stem.
 
     Annotation files often say `12.tif` while users keep `12.png`/`12.webp`; matching by stem is the
-    behaviour users expect, and the number of stem matches is reported once (`stem_matches`).
+    behaviour users expect. It is never silent: the first stem match prints one notice line on stderr
+    (`notice` keeps it), and `stem_matches` counts them. `aliases` maps a stem to a file for layouts whose
+    names differ from the annotations' (the UC Merced Land Use folders, see rsdemo.data.formats).
     """
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, aliases: dict[str, Path] | None = None, quiet: bool = False):
         self.root = Path(root)
+        self.aliases = aliases
+        self.quiet = quiet
         self._by_stem: dict[str, Path] | None = None
         self.stem_matches = 0
+        self.notice: str | None = None
 
     def _index(self) -> dict[str, Path]:
         if self._by_stem is None:
@@ -85,24 +91,32 @@ class ImageResolver:
         exact = self.root / filename
         if exact.is_file():
             return exact
-        hit = self._index().get(Path(filename).stem)
+        stem = Path(filename).stem
+        hit = self.aliases.get(stem) if self.aliases is not None else None
+        if hit is None:
+            hit = self._index().get(stem)
         if hit is not None:
             self.stem_matches += 1
+            if self.notice is None:
+                self.notice = (f"note: images under {self.root} are matched by file stem, not by full name "
+                               f"(e.g. {filename!r} -> {hit.relative_to(self.root) if hit.is_relative_to(self.root) else hit})")
+                if not self.quiet:
+                    print(self.notice, file=sys.stderr)
         return hit
 
 
-def load_rgb(path: str | os.PathLike):
-    """Opens an image as 8-bit RGB (grayscale, palette, RGBA, CMYK and 16-bit files converted)."""
-    from PIL import Image
+def open_image(src, max_pixels: int | None = None):
+    """Any image we did not make (path, bytes, file object or PIL image) -> 8-bit RGB PIL image, or DataError
+    with a specific one-line message (empty, not an image, truncated, over the pixel limit, ...). The rules per
+    kind of file (alpha, 16-bit/float, multi-band TIFF, pixel limit) are in rsdemo.imageio."""
+    from ..imageio import open_image as _open
 
-    with Image.open(path) as im:
-        im.load()
-        if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            a = np.asarray(im, dtype=np.float64)
-            lo, hi = float(a.min()), float(a.max())
-            a = (a - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(a)
-            return Image.fromarray(a.astype(np.uint8)).convert("RGB")
-        return im.convert("RGB")
+    return _open(src, max_pixels)
+
+
+def load_rgb(path: str | os.PathLike):
+    """Opens an image as 8-bit RGB: open_image with the default pixel limit."""
+    return open_image(path)
 
 
 class CaptionDataset:
@@ -117,6 +131,7 @@ class CaptionDataset:
         self.mask_root = Path(mask_root) if mask_root is not None else self.image_root
         self.name = name
         self.source = source
+        self.label_source: str | None = None   # where scene labels came from, when not the annotations
         self.problems = list(problems or [])
         self._resolver = ImageResolver(self.image_root) if self.image_root is not None else None
 
@@ -183,6 +198,19 @@ class CaptionDataset:
     def __getitem__(self, i: int) -> Sample:
         rec = self.records[i]
         return Sample(load_rgb(self.image_path(i)), rec.captions, rec.label, self.masks(i), rec)
+
+    @property
+    def image_aliases(self) -> dict[str, Path] | None:
+        return self._resolver.aliases if self._resolver is not None else None
+
+    def set_image_aliases(self, aliases: dict[str, Path], notice: str | None = None) -> None:
+        """Stem -> file for images whose names differ from the annotations' (checked before the stem index).
+        `notice` replaces the resolver's stem-match notice (the caller has said how names map)."""
+        if self._resolver is None:
+            raise DataError(f"{self.name}: no image folder given")
+        self._resolver.aliases = aliases
+        if notice is not None:
+            self._resolver.notice = notice
 
     def with_records(self, records: list[Record]) -> "CaptionDataset":
         view = CaptionDataset(records, self.image_root, self.name, self.problems, self.source, self.mask_root)

@@ -97,7 +97,8 @@ def _pixel_hash(path) -> str:
 def _image_check(ds: CaptionDataset, splits: list[str]) -> dict:
     """Decodes every image once: missing / unreadable files, and duplicates by RGB pixel content."""
     missing, unreadable, paths = [], [], []
-    resolver = ImageResolver(ds.image_root)   # a fresh one, so stem_matches counts this pass only
+    # a fresh one, so stem_matches counts this pass only (quiet: the report prints the count itself)
+    resolver = ImageResolver(ds.image_root, aliases=ds.image_aliases, quiet=True)
     for r in ds.records:
         p = resolver.find(r.filename)
         if p is None:
@@ -244,4 +245,27 @@ def format_report(rep: dict) -> str:
             out.append("    " + " = ".join(f"{s}:{','.join(n)}" for s, n in g.items()))
         if len(ic["duplicates_across"]) > LISTED_PROBLEMS:
             out.append(f"    ... and {len(ic['duplicates_across']) - LISTED_PROBLEMS} more")
+    flags = report_flags(rep)
+    out.append("\nflags:" + ("" if flags else " none"))
+    out += [f"  ! {f}" for f in flags]
     return "\n".join(out)
+
+
+def report_flags(rep: dict) -> list[str]:
+    """The findings that change what a score means: duplicate pixels or names, captions shared across splits."""
+    out = []
+    ic = rep.get("image_check")
+    if ic:
+        for s, groups in ic["duplicates_within"].items():
+            out.append(f"pixel-identical images within {s}: " + "; ".join(" = ".join(g) for g in groups[:EXAMPLES]))
+        if ic["duplicates_across"]:
+            out.append(f"pixel-identical images across splits: {len(ic['duplicates_across'])} group(s)")
+        if ic["missing"]["count"] or ic["unreadable"]:
+            out.append(f"{ic['missing']['count']} images missing, {len(ic['unreadable'])} unreadable")
+    for d in rep["duplicate_filenames"]["across"]:
+        out.append(f"{d['count']} file names in both {d['splits'][0]} and {d['splits'][1]}")
+    for d in rep["caption_leakage"]:
+        if d["shared"]:
+            out.append(f"identical captions across splits: {d['shared']} of {d['distinct']} distinct {d['split']} "
+                       f"captions also in {d['against']}")
+    return out

@@ -1,0 +1,150 @@
+"""UCM-captions on its real 2,100 images (../shared/data; every test skips cleanly without it).
+
+Covers what a user pointing rsdemo at UCM needs: the splits, the scene class of every id (labels.csv and
+the UC Merced Land Use download layout), images found by stem with one notice line, every image decoding,
+and a search index over all of them.
+"""
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rsdemo.data.dataset import load_rgb
+from rsdemo.data.formats import UCM_CLASSES, landuse_layout, load_labels, open_dataset
+
+try:
+    from . import fixtures as fx
+except ImportError:
+    import fixtures as fx
+
+real = fx.real
+
+
+def _ucm(images=True):
+    ann = real("ucm_captions")
+    return open_dataset(f"ucm:{ann}", images=real("ucm_images") if images else None)
+
+
+def test_split_counts_coco_and_precomp():
+    ds = _ucm()
+    assert ds.split_counts() == {"train": 1680, "val": 210, "test": 210}
+    assert [len(r.captions) for r in ds.records] == [5] * 2100
+    assert sorted(int(Path(r.filename).stem) for r in ds.records) == list(range(1, 2101))
+    # AMFMN's precomp files: train = the same 1,680 ids, its "test" = the 210 COCO val ids
+    pre = open_dataset(f"precomp:{real('amfmn_precomp/ucm')}", images=real("ucm_images"))
+    assert pre.split_counts() == {"train": 1680, "test": 210}
+    coco = {s: {r.filename for r in ds.records if r.split == s} for s in ("train", "val")}
+    assert {r.filename for r in pre.records if r.split == "train"} == coco["train"]
+    assert {r.filename for r in pre.records if r.split == "test"} == coco["val"]
+
+
+def test_every_id_has_its_class():
+    ds = _ucm()
+    assert ds.label_source.endswith("labels.csv")
+    rows = list(csv.DictReader(open(real("ucm_images/labels.csv"), encoding="utf-8")))
+    assert len(rows) == 2100
+    pat = re.compile(r"^([a-z]+)/([a-z]+)(\d\d)\.tif$")
+    for row in rows:   # the labels file agrees with id = 100 * class index + file number + 1
+        c, c2, n = pat.match(row["landuse_file"]).groups()
+        assert c == c2 == row["class"]
+        assert int(row["id"]) == 100 * UCM_CLASSES.index(c) + int(n) + 1
+    by_id = {int(Path(r.filename).stem): r.label for r in ds.records}
+    assert all(by_id[i] == UCM_CLASSES[(i - 1) // 100] for i in range(1, 2101))
+    assert by_id[108] == "airplane" and by_id[2100] == "tenniscourt"
+    assert not ds.problems
+    assert load_labels(real("ucm_images/labels.csv"))["1"] == "agricultural"
+
+
+def test_stem_resolution_one_notice(capfd):
+    ds = _ucm()
+    paths = [ds.image_path(i) for i in range(len(ds))]   # annotations say <id>.tif, the files are <id>.webp
+    assert all(p.suffix == ".webp" and p.stem == Path(r.filename).stem for p, r in zip(paths, ds.records))
+    err = capfd.readouterr().err
+    assert err.count("matched by file stem") == 1, err
+    assert "'1.tif' -> 1.webp" in err
+    # the image of a split view comes through the same resolver: no second notice
+    ds.split("test")[0]
+    assert "matched by file stem" not in capfd.readouterr().err
+
+
+def test_landuse_layout(tmp_path, capfd):
+    """The unzipped UC Merced Land Use download, built from a few real images (TIFF, as distributed)."""
+    src = real("ucm_images")
+    picks = {"agricultural": [0, 7], "airplane": [7, 99], "tenniscourt": [3]}
+    for c, nums in picks.items():
+        for n in nums:
+            d = tmp_path / "UCMerced_LandUse" / "Images" / c
+            d.mkdir(parents=True, exist_ok=True)
+            i = 100 * UCM_CLASSES.index(c) + n + 1
+            load_rgb(src / f"{i}.webp").save(d / f"{c}{n:02d}.tif")
+    (tmp_path / "UCMerced_LandUse" / "Images" / "airplane" / "notes.txt").write_text("not an image")
+    lay = landuse_layout(tmp_path / "UCMerced_LandUse")
+    assert sorted(lay, key=int) == ["1", "8", "108", "200", "2004"]
+    assert lay["108"][1] == "airplane" and lay["108"][0].name == "airplane07.tif"
+    ds = open_dataset(f"ucm:{real('ucm_captions')}", images=tmp_path / "UCMerced_LandUse")
+    err = capfd.readouterr().err
+    assert err.count("Land Use layout") == 1, err
+    found = {}
+    for i, r in enumerate(ds.records):
+        if Path(r.filename).stem in lay:
+            found[r.filename] = (ds.image_path(i), r.label)
+    assert found["108.tif"][0].name == "airplane07.tif" and found["108.tif"][1] == "airplane"
+    assert found["2004.tif"][1] == "tenniscourt"
+    a = np.asarray(ds[[r.filename for r in ds.records].index("200.tif")].image)
+    assert np.array_equal(a, np.asarray(load_rgb(src / "200.webp")))   # same pixels as the id's image
+    assert "matched by file stem" not in capfd.readouterr().err      # one notice line, not two
+    # the 2,095 images not laid out are unlabelled, and that is reported
+    assert any("2095 of 2100 images have no label" in p.message for p in ds.problems)
+    assert landuse_layout(tmp_path) is None or tmp_path.joinpath("Images").is_dir() is False
+
+
+def test_not_landuse(tmp_path):
+    (tmp_path / "cats").mkdir()
+    (tmp_path / "dogs").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "cats" / "cats01.png")
+    assert landuse_layout(tmp_path) is None
+    assert landuse_layout(tmp_path / "nowhere") is None
+
+
+def test_bad_labels_csv(tmp_path):
+    p = tmp_path / "labels.csv"
+    p.write_text("name,kind\n1,farm\n")
+    with pytest.raises(ValueError, match="want an id"):
+        load_labels(p)
+
+
+@pytest.mark.slow
+def test_all_images_decode_and_report():
+    from rsdemo.data.report import data_report, report_flags
+
+    rep = data_report(_ucm())
+    ic = rep["image_check"]
+    assert ic["checked"] == 2100 and ic["by_stem"] == 2100 and not ic["unreadable"]
+    assert ic["duplicates_within"] == {"train": [["102.tif", "103.tif"]]}
+    assert ic["duplicates_across"] == []
+    leak = {(d["split"], d["against"]): (d["shared"], d["distinct"]) for d in rep["caption_leakage"]}
+    assert leak[("val", "train")] == (199, 391) and leak[("test", "train")] == (146, 377)
+    flags = report_flags(rep)
+    assert any("102.tif = 103.tif" in f for f in flags)
+    assert any("199 of 391" in f for f in flags)
+    assert rep["labels"] == {c: 100 for c in UCM_CLASSES}
+
+
+@pytest.mark.slow
+def test_index_all_images(tmp_path):
+    from rsdemo.index import Retriever
+    from rsdemo.models.registry import load_model
+
+    ds = _ucm()
+    model = load_model("clip-tiny", device="cpu")
+    r = Retriever.build(model, ds, out=tmp_path / "idx", progress=False)
+    assert len(r) == 2100
+    hits = r.search_text("many airplanes parked at the airport", k=5)
+    assert len(hits) == 5 and all(Path(h["path"]).suffix == ".webp" for h in hits)
+    again = Retriever.load(tmp_path / "idx", model)
+    assert len(again) == 2100
