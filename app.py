@@ -1,55 +1,336 @@
-"""rsdemo demo page (Gradio). Thin: everything it shows comes from rsdemo's public API.
+"""rsdemo's demo page (Gradio): search an aerial gallery by text or image, see why a model matched, compare models.
 
-Until the search models land this page browses the embedded synthetic aerial world: images, their five captions
-and the ground-truth object masks that the heatmaps will be scored against.
+Thin on purpose: every action is a call into rsdemo.demo (usable from Python too); this file only lays it out.
+`python app.py [--gallery DIR] [--data SPEC] [--split NAME] [--port N]`; on a Space the same options come from
+RSDEMO_GALLERY / RSDEMO_DATA / RSDEMO_SPLIT (and RSDEMO_HF_REPO for checkpoints kept in a model repo).
 """
+from __future__ import annotations
+
+import argparse
+import logging
 import os
+import time
+from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr
-import numpy as np
 
-import rsdemo
+from rsdemo import Demo, Gallery, InputError
+from rsdemo.demo import MAX_K, number, read_image, results_tables, thumbnail
 
-WORLD = os.environ.get("RSDEMO_WORLD", "synthetic:240")
+ASSETS = Path(__file__).resolve().parent / "assets"
+log = logging.getLogger("rsdemo.app")
+COMPARE_SLOTS = 4
+
+CSS = """
+.rs-title h1 {margin-bottom: 0}
+.rs-note {font-size: 0.9em; opacity: 0.8}
+"""
 
 
-def build(spec: str = WORLD) -> gr.Blocks:
-    ds = rsdemo.open_dataset(spec).split("test", "val", "train")
-    scenes = ["all"] + ds.labels
+def _safe(fn):
+    """User mistakes become a message in the page; anything else is logged here and shown as one line."""
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - the page must keep serving whatever went wrong
+            log.exception("request failed")
+            raise gr.Error(f"Sorry, that failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                           print_exception=False) from None
+    run.__name__ = fn.__name__
+    return run
 
-    def pick(scene):
-        idx = [i for i, r in enumerate(ds.records) if scene == "all" or r.label == scene][:60]
-        return [(str(ds.image_path(i)), ds.records[i].label) for i in idx], idx
 
-    def show(idx, evt: gr.SelectData):
-        i = idx[evt.index]
-        s = ds[i]
-        img = np.asarray(s.image).astype(np.float32)
-        if s.masks is not None:  # tint every object so the ground truth is visible
-            obj = s.masks > 0
-            img[obj] = 0.55 * img[obj] + 0.45 * np.array([255, 64, 32])
-        caps = "\n".join(f"{k + 1}. {c}" for k, c in enumerate(s.captions))
-        return img.astype(np.uint8), f"**scene:** {s.label}\n\n{caps}"
+def _choices(demo: Demo):
+    return [(f"{m['name']}  ·  mR {m['mr']:.1f}" if m["mr"] is not None else m["name"], m["name"])
+            for m in demo.models]
 
-    with gr.Blocks(title="rsdemo") as demo:
-        gr.Markdown("# rsdemo: remote-sensing image-text retrieval\n"
-                    "Browse the embedded synthetic aerial world (scenes, five captions each, object masks). "
-                    "Text and image search arrive with the model zoo.")
-        idx = gr.State([])
-        with gr.Row():
-            scene = gr.Dropdown(scenes, value="all", label="scene")
-        with gr.Row():
-            gallery = gr.Gallery(label="images", columns=6, height=420, allow_preview=False)
-            with gr.Column():
-                overlay = gr.Image(label="objects (ground-truth masks)", type="numpy")
-                text = gr.Markdown()
-        scene.change(pick, scene, [gallery, idx])
-        demo.load(pick, scene, [gallery, idx])
-        gallery.select(show, idx, [overlay, text])
-    return demo
+
+def _model_md(demo: Demo, name: str) -> str:
+    m = demo.info(name)
+    c = m["card"]
+    bits = [f"trained on **{c.get('data', '?')}**", f"{c.get('params', 0) / 1e6:.1f}M params"]
+    if c.get("epochs"):
+        bits.append(f"{c['epochs']} epochs")
+    mr = f"test mR **{m['mr']:.2f}**" if m["mr"] is not None else "no test metrics"
+    return f"**{name}**: {m['description']}  \n{mr} · {' · '.join(bits)}"
+
+
+def _gallery_items(hits):
+    return [(thumbnail(h["path"]), f"#{h['rank']} · {h['score']:.3f} · {h['name']}"
+             + (f" · {h['label']}" if h.get("label") else "")) for h in hits]
+
+
+def _example_images() -> list[str]:
+    return sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
+
+
+def build(gallery: str | None = None, data: str | None = None, split: str | None = None,
+          demo: Demo | None = None) -> gr.Blocks:
+    """The page over one gallery (default: the synthetic demo gallery). The default model's index is ready
+    before this returns, so the first query is answered at once."""
+    if demo is None:
+        demo = Demo(Gallery(gallery, data, split))
+    t = time.perf_counter()
+    demo.warm()
+    log.info("default model %s and its index ready in %.1f s", demo.default, time.perf_counter() - t)
+    queries = demo.gallery.example_queries()
+
+    # ---- handlers (each one call into rsdemo.demo) ----------------------------------------------------------
+    def search(query, model, k, progress=gr.Progress(track_tqdm=True)):
+        hits = demo.search_text(query, model, k)
+        return _gallery_items(hits), hits, query, _status(hits, f"“{query.strip()}”", model)
+
+    def search_by_image(file, model, k, progress=gr.Progress(track_tqdm=True)):
+        path = getattr(file, "name", file)
+        hits = demo.search_image(path, model, k)
+        return _gallery_items(hits), hits, _status(hits, "your image", model)
+
+    def _status(hits, what, model):
+        return f"Top {len(hits)} of {len(demo.retriever(model))} images for {what} with **{model}**."
+
+    def preview(file):
+        if file is None:
+            return None
+        return read_image(getattr(file, "name", file))
+
+    def select(hits, query, model, evt: gr.SelectData):
+        if not hits:
+            raise InputError("Run a search first.")
+        if not (query or "").strip():
+            raise InputError("Type a description too: the maps show where the model finds the words.")
+        name = hits[evt.index]["name"]
+        out = demo.explain(name, query, model)
+        return (*_explained(out, name, query), name, gr.update(choices=out["maps"], value=out["map"]),
+                gr.update(choices=out["words"], value=None, visible=bool(out["words"])))
+
+    def _explained(out, name, query):
+        info = (f"**{name}** · score {out['score']:.3f} · map **{out['map']}**  \n"
+                f"tokens: {' '.join(out['tokens'])}")
+        return out["overlay"], out["figure"], info
+
+    def rechoose(map_name, word, name, query, model):
+        if not name:
+            raise InputError("Pick a result first.")
+        out = demo.explain(name, query, model, map=map_name, word=word or None)
+        return _explained(out, name, query)
+
+    def model_changed(model, progress=gr.Progress(track_tqdm=True)):
+        demo.retriever(model)  # builds the index on first use, with a progress bar
+        return _model_md(demo, model)
+
+    def compare(query, models, k, progress=gr.Progress(track_tqdm=True)):
+        models = list(models or [])
+        if not 2 <= len(models) <= COMPARE_SLOTS:
+            raise InputError(f"Choose 2 to {COMPARE_SLOTS} models to compare.")
+        outs = []
+        for i in range(COMPARE_SLOTS):
+            if i < len(models):
+                hits = demo.search_text(query, models[i], k)
+                ex = demo.explain(hits[0]["name"], query, models[i]) if hits else None
+                outs += [gr.update(visible=True), f"### {models[i]}\n{_model_md(demo, models[i])}",
+                         _gallery_items(hits), ex["overlay"] if ex else None]
+            else:
+                outs += [gr.update(visible=False), "", [], None]
+        return outs
+
+    # ---- the named API (gradio_client): JSON in, JSON out -----------------------------------------------------
+    def api_search_text(query, model, k):
+        return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
+                demo.search_text(query, model or None, int(k or 10))]
+
+    def api_search_image(file, model, k):
+        return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
+                demo.search_image(getattr(file, "name", file), model or None, int(k or 10))]
+
+    def api_explain(name, query, model, map_name):
+        out = demo.explain(name, query, model or None, map=map_name or None)
+        return out["overlay"], {k_: out[k_] for k_ in ("map", "maps", "words", "tokens", "score")}
+
+    def api_models():
+        return [{k_: m[k_] for k_ in ("name", "description", "mr", "data")} for m in demo.models]
+
+    # ---- layout ---------------------------------------------------------------------------------------------
+    with gr.Blocks(title="rsdemo: remote-sensing image-text retrieval", delete_cache=(3600, 3600)) as page:
+        gr.Markdown("# 🛰️ rsdemo: remote-sensing image–text retrieval", elem_classes="rs-title")
+        gr.Markdown(f"Searching **{demo.gallery.title}** ({len(demo.retriever())} images). Type what you are "
+                    "looking for or upload an aerial image; click a result to see where the model looked.",
+                    elem_classes="rs-note")
+        hits_state, query_state, name_state = gr.State([]), gr.State(""), gr.State("")
+        with gr.Tabs():
+            with gr.Tab("Search", id="search"):
+                with gr.Row():
+                    model = gr.Dropdown(_choices(demo), value=demo.default, label="model", scale=3,
+                                        elem_id="model")
+                    k = gr.Slider(1, MAX_K, value=10, step=1, label="results", scale=1)
+                model_md = gr.Markdown(_model_md(demo, demo.default))
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        query = gr.Textbox(label="describe the scene", lines=2, max_length=2000,
+                                           placeholder=queries[0] if queries else "", elem_id="query")
+                        go = gr.Button("Search", variant="primary", elem_id="search-btn")
+                        gr.Examples([[q] for q in queries], [query], label="example queries")
+                        upload = gr.File(label="…or search by image (PNG, JPEG, TIFF, WebP)",
+                                         file_types=["image", ".tif", ".tiff"], elem_id="upload")
+                        seen = gr.Image(label="query image as the model sees it", height=160,
+                                        interactive=False)
+                        go_image = gr.Button("Search by image", elem_id="image-btn")
+                        if _example_images():
+                            gr.Examples([[p] for p in _example_images()], [upload], label="example images")
+                    with gr.Column(scale=3):
+                        results = gr.Gallery(label="results (rank · score · image)", columns=5, height=430,
+                                             allow_preview=False, elem_id="results", object_fit="cover")
+                        status = gr.Markdown()
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        heat = gr.Image(label="where the model looked", height=380, interactive=False,
+                                        elem_id="overlay")
+                    with gr.Column(scale=3):
+                        map_pick = gr.Radio([], label="map (the model's own, or a baseline)", elem_id="map")
+                        word_pick = gr.Radio([], label="per-word map (click a word)", visible=False,
+                                             elem_id="words")
+                        explain_md = gr.Markdown()
+                        cooc = gr.Plot(label="word × region co-occurrence (models with a CFM)")
+
+            with gr.Tab("Compare", id="compare"):
+                with gr.Row():
+                    c_query = gr.Textbox(label="description", value=queries[0] if queries else "", scale=3)
+                    c_models = gr.CheckboxGroup(demo.names(), value=demo.names()[:3], label="models (2–4)",
+                                                scale=3)
+                    c_k = gr.Slider(1, 12, value=5, step=1, label="results each", scale=1)
+                c_go = gr.Button("Compare", variant="primary")
+                slots = []
+                with gr.Row():
+                    for i in range(COMPARE_SLOTS):
+                        with gr.Column(visible=i < 3, min_width=220) as col:
+                            slots += [col, gr.Markdown(), gr.Gallery(columns=3, height=260, allow_preview=False),
+                                      gr.Image(label="top result, own map", height=220, interactive=False)]
+
+            with gr.Tab("Models", id="models"):
+                gr.Markdown("Every model with a checkpoint. Numbers come from the model cards and docs/RESULTS.md "
+                            "(written by the project's scripts).")
+                gr.Dataframe(_cards_table(demo), interactive=False, wrap=True)
+                with gr.Row():
+                    gr.Plot(_retrieval_figure(), label="retrieval")
+                    gr.Plot(_faithfulness_figure(), label="heatmap faithfulness")
+                card_pick = gr.Dropdown(demo.names(), value=demo.default, label="model card")
+                card = gr.JSON(demo.info(demo.default)["card"])
+
+        # the named API: hidden components, so gradio_client gets plain JSON and files
+        with gr.Column(visible=False):
+            a_query, a_model, a_name, a_map = (gr.Textbox() for _ in range(4))
+            a_k = gr.Number(value=10, precision=0)
+            a_file = gr.File()
+            a_json, a_image = gr.JSON(), gr.Image(type="pil")
+            a_buttons = [gr.Button() for _ in range(4)]
+
+        # ---- events ---------------------------------------------------------------------------------------
+        search_out = [results, hits_state, query_state, status]
+        go.click(_safe(search), [query, model, k], search_out, api_visibility="private")
+        query.submit(_safe(search), [query, model, k], search_out, api_visibility="private")
+        upload.change(_safe(preview), upload, seen, api_visibility="private")
+        go_image.click(_safe(search_by_image), [upload, model, k], [results, hits_state, status],
+                       api_visibility="private")
+        results.select(_safe(select), [hits_state, query, model],
+                       [heat, cooc, explain_md, name_state, map_pick, word_pick], api_visibility="private")
+        map_pick.input(lambda m, n, q, mo: _safe(rechoose)(m, None, n, q, mo), [map_pick, name_state, query, model],
+                       [heat, cooc, explain_md], api_visibility="private")
+        word_pick.input(_safe(rechoose), [map_pick, word_pick, name_state, query, model], [heat, cooc, explain_md],
+                        api_visibility="private")
+        model.change(_safe(model_changed), model, model_md, api_visibility="private")
+        c_go.click(_safe(compare), [c_query, c_models, c_k], slots, api_visibility="private")
+        card_pick.change(lambda n: demo.info(n)["card"], card_pick, card, api_visibility="private")
+
+        a_buttons[0].click(_safe(api_search_text), [a_query, a_model, a_k], a_json, api_name="search_text")
+        a_buttons[1].click(_safe(api_search_image), [a_file, a_model, a_k], a_json, api_name="search_image")
+        a_buttons[2].click(_safe(api_explain), [a_name, a_query, a_model, a_map], [a_image, a_json],
+                           api_name="explain")
+        a_buttons[3].click(_safe(api_models), None, a_json, api_name="models")
+    page.rsdemo = demo
+    return page
+
+
+# ---- Models tab: cards and docs/RESULTS.md as data ------------------------------------------------------------
+
+def _cards_table(demo: Demo):
+    rows = []
+    for m in demo.models:
+        c = m["card"]
+        val = ((c.get("metrics") or {}).get("val") or {}).get("mr")
+        minutes = c.get("train_seconds")
+        rows.append([m["name"], c.get("data", ""), c.get("arch", ""), f"{c.get('params', 0) / 1e6:.2f}M",
+                     c.get("epochs", ""), f"{minutes / 60:.1f}" if minutes else "", c.get("device", ""),
+                     round(val, 2) if val is not None else None, round(m["mr"], 2) if m["mr"] is not None else None])
+    import pandas as pd
+    return pd.DataFrame(rows, columns=["model", "data", "arch", "params", "epochs", "train min", "device",
+                                       "val mR", "test mR"])
+
+
+def _retrieval_figure():
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for section, rows in results_tables().items():
+        pts = [(r.get("model", ""), number(r.get("mR"))) for r in rows
+               if number(r.get("mR")) is not None and r.get("variant", "full") in ("full", "")]
+        if pts:
+            fig.add_bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=section)
+    fig.update_layout(title="Retrieval: mR by model (docs/RESULTS.md)", yaxis_title="mR", barmode="group",
+                      height=380, margin={"t": 50, "b": 40})
+    return fig
+
+
+def _faithfulness_figure():
+    import plotly.graph_objects as go
+
+    rows = results_tables().get("faithfulness", [])
+    fig = go.Figure()
+    maps = sorted({r["map"] for r in rows if not r["map"].startswith("oracle")},
+                  key=lambda m: (m.startswith(("baseline", "random")), m))
+    for m in maps:
+        pts = [(r["model"], number(r.get("pointing game %"))) for r in rows if r["map"] == m]
+        fig.add_bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=m)
+    fig.update_layout(title="Heatmaps: pointing game % on the synthetic masks", yaxis_title="pointing game %",
+                      barmode="group", height=380, margin={"t": 50, "b": 40})
+    return fig
+
+
+LAUNCH = dict(theme=gr.themes.Soft(primary_hue="blue", secondary_hue="slate"), css=CSS,
+              allowed_paths=[str(ASSETS)], max_file_size="25mb")
+
+
+def serve(page: gr.Blocks, **kwargs):
+    """Launches with the page's theme, upload limit and file policy (only assets/ is served from disk; results
+    are sent as re-encoded thumbnails, never as paths into the gallery)."""
+    page.queue(default_concurrency_limit=2, max_size=64)  # 2 requests at once: the models share the cores
+    return page.launch(**{**LAUNCH, **kwargs})
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="rsdemo's demo page")
+    p.add_argument("--gallery", default=os.environ.get("RSDEMO_GALLERY"),
+                   help="image folder to search (default: the synthetic demo gallery)")
+    p.add_argument("--data", default=os.environ.get("RSDEMO_DATA"),
+                   help="annotations for the gallery, e.g. ucm:path/to/ucm_captions (labels, example queries)")
+    p.add_argument("--split", default=os.environ.get("RSDEMO_SPLIT"), help="only this split of --data")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    t = time.perf_counter()
+    try:
+        page = build(a.gallery, a.data, a.split)
+    except (InputError, ValueError, OSError) as e:
+        p.exit(2, f"rsdemo app: {e}\n")
+    serve(page, server_name=a.host, server_port=a.port, prevent_thread_lock=True)
+    print(f"rsdemo: page ready in {time.perf_counter() - t:.1f} s at {page.local_url}", flush=True)
+    page.block_thread()
 
 
 if __name__ == "__main__":
-    build().launch()
+    main()

@@ -5,13 +5,15 @@ Public API (kept small on purpose; everything else is an implementation detail):
     make_synthetic(out, n=1000, seed=0)                    export the synthetic aerial world
     recall(sim, owner) -> dict                             R@1/5/10 both directions and mR
     list_models() / create_model(name, **overrides) / load_model(name_or_checkpoint)
+    Demo(Gallery(images, data, split))                     the demo page's actions: search_text, search_image,
+                                                           explain (rsdemo.demo; app.py is a layout of it)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
 __all__ = ["CaptionDataset", "DataError", "open_dataset", "make_synthetic", "recall", "list_models", "create_model",
-           "load_model", "__version__"]
+           "load_model", "Demo", "Gallery", "InputError", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help must be quick)
@@ -27,6 +29,9 @@ def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help
     if name in ("list_models", "create_model", "load_model"):
         from .models import registry
         return getattr(registry, name)
+    if name in ("Demo", "Gallery", "InputError"):
+        from . import demo
+        return getattr(demo, name)
     if name == "recall":
         from .evaluate import recall
         return recall

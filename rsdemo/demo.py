@@ -1,0 +1,402 @@
+"""What the demo page does, as plain Python: pick a model, search a gallery by text or image, explain a result.
+
+app.py only lays this out in Gradio, so everything the page shows is reachable from Python (and the same calls
+back the page's named API endpoints). A `Demo` holds one gallery (the synthetic demo gallery by default, or any
+image folder, with its annotation file when given) and the models that have a checkpoint; each model's index of
+the gallery is built once, kept on disk, and reopened on the next start.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import unicodedata
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .models.registry import CHECKPOINT_DIR
+
+DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
+MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
+MAX_K = 50
+BASELINES = ("baseline_region_sim", "baseline_gradcam")
+THUMB = 512                          # longest side of a result as sent to the page
+RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
+
+
+class InputError(ValueError):
+    """Something the user gave (text, image, model, gallery name) cannot be used; the message says why."""
+
+
+# ---- models ------------------------------------------------------------------------------------------------
+
+def checkpoint_dirs() -> list[Path]:
+    """Where checkpoints are looked for: checkpoints/ and, when RSDEMO_HF_REPO names a Hugging Face model repo,
+    its files downloaded once with huggingface_hub (a Space can keep its weights outside the code repo)."""
+    dirs = [CHECKPOINT_DIR]
+    repo = os.environ.get("RSDEMO_HF_REPO")
+    if repo:
+        from huggingface_hub import snapshot_download
+        dirs.append(Path(snapshot_download(repo, allow_patterns=["*.safetensors", "*.json"])))
+    return dirs
+
+
+def domain(data: str | None) -> str:
+    """The kind of imagery a dataset spec names: 'synthetic', 'ucm', 'rsitmd', ... (its format word)."""
+    if not data:
+        return "folder"
+    head = str(data).split(":", 1)[0].lower()
+    return head if head in ("synthetic", "ucm", "rsitmd", "rsicd", "sydney") else Path(str(data)).name.lower()
+
+
+def catalogue(dirs=None, prefer: str | None = None) -> list[dict]:
+    """Every model with a checkpoint: name, description, test mR, card, checkpoint path.
+
+    Order: models trained on the `prefer` domain first, then by test mR from their cards (the numbers
+    docs/RESULTS.md is written from), so the default model is the measured best, never picked by hand."""
+    found = {}
+    for d in dirs if dirs is not None else checkpoint_dirs():
+        for card_file in sorted(Path(d).glob("*.json")):
+            ck = card_file.with_suffix(".safetensors")
+            if not ck.is_file() or card_file.stem in found:
+                continue
+            try:
+                card = json.loads(card_file.read_text())
+            except (OSError, ValueError):
+                continue  # not a model card (or a broken one): not offered
+            test = (card.get("metrics") or {}).get("test") or {}
+            found[card_file.stem] = {"name": card_file.stem, "description": card.get("description", ""),
+                                     "mr": test.get("mr"), "data": card.get("data", ""), "card": card,
+                                     "checkpoint": str(ck)}
+    rows = list(found.values())
+    rows.sort(key=lambda r: (prefer is not None and domain(r["data"]) != prefer, -(r["mr"] or 0.0), r["name"]))
+    return rows
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_query(text) -> str:
+    """The query as a model should see it: control characters dropped, whitespace collapsed, NFC; refuses an
+    empty or over-long text with a message the page can show."""
+    if text is None or not isinstance(text, str):
+        raise InputError("Type a description of the images you are looking for.")
+    text = unicodedata.normalize("NFC", _CONTROL.sub(" ", text))
+    text = " ".join(text.split())
+    if not text:
+        raise InputError("Type a description of the images you are looking for.")
+    if len(text) > MAX_QUERY:
+        raise InputError(f"The description is {len(text):,} characters long; please keep it under {MAX_QUERY:,}.")
+    return text
+
+
+def read_image(image):
+    """An uploaded image (path or PIL) as 8-bit RGB, or InputError saying why it cannot be used."""
+    from PIL import Image
+
+    if image is None:
+        raise InputError("Upload an image (PNG, JPEG, TIFF or WebP) first.")
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        from .data.dataset import open_image
+    except ImportError:  # older layout: the generic loader
+        from .data.dataset import load_rgb as open_image
+    try:
+        return open_image(image)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
+        msg = str(e).split("\n")[0]
+        raise InputError(f"Could not read that file as an image ({msg}).") from None
+
+
+def thumbnail(path: str, side: int = THUMB):
+    from .data.dataset import load_rgb
+
+    im = load_rgb(path)
+    if max(im.size) > side:
+        im.thumbnail((side, side))
+    return im
+
+
+# ---- galleries ---------------------------------------------------------------------------------------------
+
+class Gallery:
+    """The images the page searches: a dataset (synthetic spec or annotations + image folder, optionally one
+    split) or a bare folder. `key` names its cache folder."""
+
+    def __init__(self, images: str | None = None, data: str | None = None, split: str | None = None):
+        from . import open_dataset
+
+        self.dataset = None
+        if images is None and data is None:
+            data = DEFAULT_GALLERY
+        if data is not None:
+            ds = open_dataset(data, images=images)
+            if split:
+                if split not in ds.split_counts():
+                    raise InputError(f"{data} has no split {split!r} (has {', '.join(ds.split_counts())})")
+                ds = ds.split(split)
+            self.dataset = ds
+            self.folder = str(Path(ds.image_path(0)).parent) if len(ds) else str(images or "")
+        else:
+            if not Path(images).is_dir():
+                raise InputError(f"{images}: not a folder of images")
+            self.folder = str(Path(images).resolve())
+        self.data, self.split = data, split
+        self.domain = domain(data) if data else "folder"
+        self.title = (f"{data}{' / ' + split if split else ''}" if data else self.folder)
+        if data == DEFAULT_GALLERY:
+            self.title = "synthetic demo gallery (300 scenes never seen in training)"
+        ident = f"{data}|{Path(images).resolve() if images else ''}|{split}"
+        self.key = hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+    def source(self):
+        """What Retriever.build indexes: the dataset (its captions kept for image->text) or the folder."""
+        return self.dataset if self.dataset is not None else self.folder
+
+    def example_queries(self, n: int = 6) -> list[str]:
+        """Distinct captions spread over the gallery (the data's own words), shortest of each image first."""
+        if self.dataset is None:
+            return ["many buildings next to a road", "a river through green fields", "planes at an airport"]
+        recs = self.dataset.records
+        out = []
+        for i in np.linspace(0, len(recs) - 1, num=min(len(recs), 4 * n)).astype(int):
+            c = min(recs[i].captions, key=len) if recs[i].captions else None
+            if c and c not in out:
+                out.append(c.rstrip(" ."))
+            if len(out) == n:
+                break
+        return out
+
+    def labels(self) -> dict[str, str]:
+        """Absolute image path -> scene label, where the data has labels."""
+        if self.dataset is None:
+            return {}
+        out = {}
+        for i, r in enumerate(self.dataset.records):
+            try:
+                out[os.path.abspath(self.dataset.image_path(i))] = r.label
+            except ValueError:
+                pass
+        return out
+
+
+# ---- the demo ----------------------------------------------------------------------------------------------
+
+class Demo:
+    """One gallery, the models with checkpoints, and the three things the page does with them."""
+
+    def __init__(self, gallery: Gallery | None = None, dirs=None, cache: str | os.PathLike | None = None):
+        from .data.synthetic import cache_dir
+
+        self.gallery = gallery or Gallery()
+        self.models = catalogue(dirs, prefer=self.gallery.domain)
+        if not self.models:
+            raise InputError("no trained checkpoints found (checkpoints/*.safetensors); train one with "
+                             "`rsdemo train` or set RSDEMO_HF_REPO")
+        self.cache = Path(cache) if cache else cache_dir() / "app" / self.gallery.key
+        self._loaded: dict = {}
+        self._retrievers: dict = {}
+        self._explained: OrderedDict = OrderedDict()
+        self._lock = threading.RLock()
+        self._labels = None
+        self._pathsets: dict = {}
+
+    @property
+    def default(self) -> str:
+        return self.models[0]["name"]
+
+    def names(self) -> list[str]:
+        return [m["name"] for m in self.models]
+
+    def info(self, name: str) -> dict:
+        for m in self.models:
+            if m["name"] == name:
+                return m
+        raise InputError(f"Model {name!r} has no trained checkpoint here; available: {', '.join(self.names())}.")
+
+    def model(self, name: str | None = None):
+        from .models.registry import load_model
+
+        name = name or self.default
+        info = self.info(name)
+        with self._lock:
+            if name not in self._loaded:
+                self._loaded[name] = load_model(info["checkpoint"]).eval()
+            return self._loaded[name]
+
+    def retriever(self, name: str | None = None, progress=None):
+        """The model's index of the gallery: reopened from the cache, else built (and saved) once."""
+        from .index import Retriever
+
+        name = name or self.default
+        model = self.model(name)
+        with self._lock:
+            r = self._retrievers.get(name)
+            if r is not None:
+                return r
+            out = self.cache / name
+            if (out / "manifest.json").is_file():
+                try:
+                    r = Retriever.load(out, model)
+                except ValueError:
+                    r = None  # stale (images changed) or another checkpoint: rebuilt below
+            if r is None:
+                r = Retriever.build(model, self.gallery.source(), out=out, progress=progress is None)
+            self._retrievers[name] = r
+            return r
+
+    def label(self, path: str) -> str | None:
+        if self._labels is None:
+            self._labels = self.gallery.labels()
+        return self._labels.get(path)
+
+    def _results(self, r, hits) -> list[dict]:
+        root = Path(self.gallery.folder)
+        out = []
+        for h in hits:
+            p = Path(h["path"])
+            name = str(p.relative_to(root)) if p.is_relative_to(root) else p.name
+            out.append({"rank": h["rank"], "name": name, "score": round(h["score"], 4), "path": h["path"],
+                        "label": self.label(h["path"])})
+        return out
+
+    @staticmethod
+    def _k(k) -> int:
+        try:
+            k = int(k)
+        except (TypeError, ValueError):
+            raise InputError(f"k must be a whole number, got {k!r}") from None
+        if not 1 <= k <= MAX_K:
+            raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
+        return k
+
+    def search_text(self, query: str, model: str | None = None, k: int = 10) -> list[dict]:
+        query, k = clean_query(query), self._k(k)
+        r = self.retriever(model)
+        return self._results(r, r.search_text(query, k=min(k, len(r))))
+
+    def search_image(self, image, model: str | None = None, k: int = 10) -> list[dict]:
+        im, k = read_image(image), self._k(k)
+        r = self.retriever(model)
+        return self._results(r, r.search_image(im, k=min(k, len(r))))
+
+    def resolve(self, name: str, model: str | None = None) -> str:
+        """A result's name -> its file, only if that file is in the gallery's index (never a path the caller
+        made up: ../, absolute paths and links out of the gallery are not served)."""
+        r = self.retriever(model)
+        if not isinstance(name, str) or not name:
+            raise InputError("Pick a result first.")
+        root = Path(self.gallery.folder)
+        with self._lock:
+            known = self._pathsets.setdefault(id(r), set(r.paths))
+        for p in (str(root / name), name):
+            if p in known:
+                return p
+        raise InputError(f"{name!r} is not an image of this gallery.")
+
+    def explanation(self, name: str, query: str, model: str | None = None):
+        """The model's own explanation of (gallery image, query), kept for a few calls so that switching the
+        shown map or word does not run the model again."""
+        query = clean_query(query)
+        model = model or self.default
+        path = self.resolve(name, model)
+        key = (model, path, query)
+        with self._lock:
+            if key in self._explained:
+                self._explained.move_to_end(key)
+                return self._explained[key]
+        from .data.dataset import load_rgb
+
+        m = self.model(model)
+        image = load_rgb(path)
+        import torch
+
+        with torch.no_grad():
+            ex = m.explain(image, query)
+        item = {"ex": ex, "image": image, "maps": {}, "model": m, "query": query}
+        with self._lock:
+            self._explained[key] = item
+            while len(self._explained) > 32:
+                self._explained.popitem(last=False)
+        return item
+
+    def explain(self, name: str, query: str, model: str | None = None, map: str | None = None,
+                word: str | None = None) -> dict:
+        """Overlay of one map (a model's own, or a baseline) on a gallery image, plus what the page lists:
+        the map names, the words that have their own maps, the score, and a co-occurrence figure."""
+        from .explain import (cooccurrence_figure, gradcam, overlay, own_maps, region_similarity, word_maps,
+                              word_sources)
+
+        item = self.explanation(name, query, model)
+        ex, image, m = item["ex"], item["image"], item["model"]
+        own = own_maps(ex)
+        names = list(own) + list(BASELINES)
+        chosen = map or (names[0] if names else None)
+        words = word_maps(ex) if word_sources(ex) else {}
+        if word:
+            if word not in words:
+                raise InputError(f"No per-word map for {word!r}; words with maps: {', '.join(words) or 'none'}.")
+            heat, shown = words[word], f"{word_sources(ex)[0]}: {word}"
+        else:
+            if chosen not in names:
+                raise InputError(f"Map {chosen!r} is not one of {', '.join(names)}.")
+            if chosen in own:
+                heat = own[chosen]
+            else:
+                with self._lock:
+                    heat = item["maps"].get(chosen)
+                if heat is None:
+                    fn = region_similarity if chosen == "baseline_region_sim" else gradcam
+                    heat = (fn(m, image, item["query"], ex=ex) if fn is region_similarity
+                            else fn(m, image, item["query"]))
+                    with self._lock:
+                        item["maps"][chosen] = heat
+                if heat is None:
+                    raise InputError(f"{chosen} is not available for this model.")
+            shown = chosen
+        fig = cooccurrence_figure(ex)
+        return {"overlay": overlay(image, np.asarray(heat)), "map": shown, "maps": names, "words": list(words),
+                "tokens": list(ex.tokens), "score": float(ex.score), "figure": fig}
+
+    def warm(self, model: str | None = None) -> None:
+        """Loads the model and its index (what a cold start pays once)."""
+        self.retriever(model)
+
+
+# ---- docs/RESULTS.md as data (the Models tab's charts) --------------------------------------------------------
+
+def results_tables(doc: str | os.PathLike = RESULTS_DOC) -> dict[str, list[dict]]:
+    """Each <!-- section --> of the results doc -> its first markdown table as rows of {column: text}."""
+    try:
+        text = Path(doc).read_text()
+    except OSError:
+        return {}
+    out = {}
+    for name, body in re.findall(r"<!-- ([\w-]+) -->(.*?)<!-- /\1 -->", text, re.S):
+        lines = [ln.strip() for ln in body.splitlines() if ln.strip().startswith("|")]
+        if len(lines) < 3:
+            continue
+        head = [c.strip() for c in lines[0].strip("|").split("|")]
+        # repeated headers (R@5 of both directions) get their direction's prefix
+        seen, cols = {}, []
+        for c in head:
+            seen[c] = seen.get(c, 0) + 1
+            cols.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
+        rows = [dict(zip(cols, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+        out[name] = rows
+    return out
+
+
+def number(text) -> float | None:
+    """'62.57 ± 1.11' -> 62.57; '' or '-' -> None."""
+    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", str(text or ""))
+    return float(m.group(1)) if m else None
