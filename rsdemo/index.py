@@ -493,8 +493,10 @@ class Retriever:
             raise ValueError(f"query has {q.shape[1]} dimensions, the index {self.index.d}")
         faiss.normalize_L2(q)
         ids, scores = self._nearest(self.index, q, k)
-        return [{"rank": i + 1, "path": self.paths[j], "score": float(s), "index": int(j)}
-                for i, (j, s) in enumerate(zip(ids, scores))]
+        # plain-list loop: per-element numpy scalars would cost more than the search itself on small galleries
+        paths = self.paths
+        return [{"rank": i + 1, "path": paths[j], "score": s, "index": j}
+                for i, (j, s) in enumerate(zip(ids.tolist(), scores.tolist()))]
 
     def search_captions(self, image, k: int = 10, rerank=None) -> list[dict]:
         """Image -> the dataset's captions (index built from a CaptionDataset); two stages as search_text.
@@ -534,7 +536,9 @@ class Retriever:
     @staticmethod
     def _nearest(index, q: np.ndarray, n: int):
         scores, ids = index.search(q, min(n, index.ntotal))
-        keep = ids[0] >= 0  # HNSW may return fewer than asked, padded with -1
+        if len(ids[0]) == 0 or ids[0, -1] >= 0:  # the common case, checked cheaply: no padding
+            return ids[0], scores[0]
+        keep = ids[0] >= 0  # HNSW may return fewer than asked, padded with -1 at the end
         return ids[0][keep], scores[0][keep]
 
     def _image_vector(self, image) -> np.ndarray:
