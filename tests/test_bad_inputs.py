@@ -1,0 +1,234 @@
+"""Bad and unusual input, through every door: the image loader, the Python API, the CLI and untrusted files.
+
+Each case either works with a checked result or fails with a DataError/ValueError whose message names the
+problem; the CLI exits non-zero with one line and no traceback. The app's endpoints are covered in
+tests/test_app_reliability.py.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rsdemo.data.dataset import DataError, open_image
+try:
+    from .badfiles import encoded, evil_pickle, evil_torch, noise, png_bomb_header, write_tiff
+except ImportError:
+    from badfiles import encoded, evil_pickle, evil_torch, noise, png_bomb_header, write_tiff
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---- images: what open_image refuses -------------------------------------------------------------------------
+
+def _png(tmp):
+    return encoded(Image.fromarray(noise()), "PNG")
+
+
+def _jpeg(tmp):
+    return encoded(Image.fromarray(noise()), "JPEG", quality=90)
+
+
+def _corrupt_jpeg(tmp):
+    b = bytearray(_jpeg(tmp))
+    b[2:40] = bytes(38)  # the APP0/quantisation headers zeroed
+    return bytes(b)
+
+
+def _garbled_jpeg(tmp):
+    b = bytearray(_jpeg(tmp))
+    sos = b.index(b"\xff\xda")  # start of scan: the entropy-coded pixels follow
+    b[sos + 20:sos + 320] = np.random.default_rng(1).integers(0, 256, 300, dtype=np.uint8).tobytes()
+    return bytes(b)
+
+
+def _truncated_tiff(tmp):
+    p = write_tiff(tmp / "t.tif", np.zeros((64, 64, 4), np.uint16), photometric=2, extra=0)
+    return p.read_bytes()[:3000]  # keeps the header, loses most pixels and the directory
+
+
+BAD_IMAGES = {
+    "zero-byte file": (lambda t: b"", r"empty file \(0 bytes\)"),
+    "text file named .png": (lambda t: b"just some notes, not pixels\n" * 20, r"not an image file"),
+    "truncated PNG": (lambda t: _png(t)[:len(_png(t)) // 2], r"truncated or corrupt PNG"),
+    "truncated JPEG": (lambda t: _jpeg(t)[:len(_jpeg(t)) // 2], r"truncated or corrupt JPEG"),
+    "corrupt JPEG header": (_corrupt_jpeg, r"not an image file|corrupt"),
+    "truncated TIFF": (_truncated_tiff, r"truncated or corrupt TIFF"),
+    "PNG header claiming 400 megapixels": (lambda t: png_bomb_header(20000, 20000),
+                                           r"image is 400\.0 megapixels, over the 40-megapixel limit"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_IMAGES))
+def test_bad_image_refused(case, tmp_path):
+    make, pattern = BAD_IMAGES[case]
+    p = tmp_path / "upload.png"
+    p.write_bytes(make(tmp_path))
+    with pytest.raises(DataError, match=pattern) as e:
+        open_image(p)
+    msg = str(e.value)
+    assert msg.startswith("upload.png: ") and "\n" not in msg
+
+
+@pytest.fixture(scope="session")
+def big_png(tmp_path_factory):
+    """A real 50-megapixel PNG (7072 x 7072, compresses to ~150 kB)."""
+    p = tmp_path_factory.mktemp("big") / "big.png"
+    Image.new("RGB", (7072, 7072), (10, 20, 30)).save(p, compress_level=1)
+    return p
+
+
+def test_50_megapixel_image_refused_before_decoding(big_png, monkeypatch):
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(1))  # must never be reached
+    with pytest.raises(DataError, match=r"7072x7072 \(50\.0 megapixels\), over the 40-megapixel limit"):
+        open_image(big_png)
+    assert not decoded
+
+
+def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
+    p = tmp_path / "a.png"
+    Image.fromarray(noise(100, 100)).save(p)
+    assert open_image(p, max_pixels=10_000).size == (100, 100)
+    with pytest.raises(DataError, match="over the 0.009999-megapixel limit"):
+        open_image(p, max_pixels=9_999)
+    monkeypatch.setenv("RSDEMO_MAX_PIXELS", "5000")
+    with pytest.raises(DataError, match="over the 0.005-megapixel limit"):
+        open_image(p)
+
+
+@pytest.mark.parametrize("src, pattern", [("missing.png", "missing.png: no such file"),
+                                          (".", "is a folder"), (12, "expected an image file path")])
+def test_not_a_file(src, pattern, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=pattern):
+        open_image(src)
+
+
+# ---- images: what open_image accepts, and what it makes of them ---------------------------------------------
+
+def rgb(p) -> np.ndarray:
+    im = open_image(p)
+    assert im.mode == "RGB"
+    return np.asarray(im)
+
+
+def test_one_pixel_image(tmp_path):
+    p = tmp_path / "one.png"
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(p)
+    assert rgb(p).tolist() == [[[1, 2, 3]]]
+
+
+def test_corrupt_jpeg_pixels_decode_like_a_browser(tmp_path):
+    # damage inside the entropy-coded data is a libjpeg warning, not an error: the image opens with garbled
+    # blocks, as in any browser (a damaged header or a truncated file is refused, above)
+    p = tmp_path / "g.jpg"
+    p.write_bytes(_garbled_jpeg(tmp_path))
+    assert rgb(p).shape == (48, 64, 3)
+
+
+def test_grayscale_palette_and_cmyk(tmp_path):
+    a = noise()
+    Image.fromarray(a[..., 0], "L").save(tmp_path / "g.png")
+    assert (rgb(tmp_path / "g.png") == a[..., :1]).all()
+    pal = Image.fromarray(a).quantize(16)
+    pal.save(tmp_path / "p.png")
+    assert (rgb(tmp_path / "p.png") == np.asarray(pal.convert("RGB"))).all()
+    Image.new("CMYK", (8, 8), (255, 0, 0, 0)).save(tmp_path / "c.jpg", quality=100)   # pure cyan
+    Image.new("CMYK", (8, 8), (0, 0, 0, 255)).save(tmp_path / "k.tif")               # black
+    c = rgb(tmp_path / "c.jpg")
+    assert c[..., 0].max() < 10 and c[..., 1:].min() > 245
+    assert rgb(tmp_path / "k.tif").max() == 0
+
+
+def test_alpha_composited_on_white(tmp_path):
+    a = np.zeros((4, 4, 4), np.uint8)
+    a[..., 0] = 200                 # red
+    a[:2, ..., 3] = 255             # top half opaque, bottom half fully transparent
+    a[2:, :2, 3] = 128              # half transparent
+    Image.fromarray(a, "RGBA").save(tmp_path / "a.png")
+    out = rgb(tmp_path / "a.png")
+    assert out[0, 0].tolist() == [200, 0, 0]
+    assert out[3, 3].tolist() == [255, 255, 255]
+    assert np.abs(out[2, 0] - [227.4, 127, 127]).max() <= 1   # 50% red over white
+    la = Image.fromarray(np.dstack([np.full((4, 4), 50, np.uint8), np.zeros((4, 4), np.uint8)]), "LA")
+    la.save(tmp_path / "la.png")
+    assert (rgb(tmp_path / "la.png") == 255).all()
+    pal = Image.new("P", (4, 4), 1)
+    pal.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+    pal.save(tmp_path / "pt.png", transparency=1)
+    assert (rgb(tmp_path / "pt.png") == 255).all()
+
+
+def test_16bit_stretched_not_clipped(tmp_path):
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "full.tif")   # PIL writes I;16
+    out = rgb(tmp_path / "full.tif")[..., 0].astype(int)
+    assert np.abs(out - np.rint(ramp / 257.0)).max() <= 1
+    twelve = (ramp // 16).astype(np.uint16)             # a 12-bit sensor: 0..4095 in 16-bit words
+    Image.fromarray(twelve).save(tmp_path / "12.png")
+    out = rgb(tmp_path / "12.png")[..., 0]
+    assert out.min() == 0 and out.max() == 255 and (np.diff(out.ravel().astype(int)) >= 0).all()
+    rgb16 = np.dstack([ramp // 16, ramp // 32, ramp // 64]).astype(np.uint16)
+    write_tiff(tmp_path / "rgb16.tif", rgb16, photometric=2)   # PIL alone keeps only the high byte here
+    out = rgb(tmp_path / "rgb16.tif").astype(int)
+    assert out[..., 0].max() == 255 and np.abs(out[..., 1] - out[..., 0] / 2).max() <= 1
+
+
+def test_float_tiff(tmp_path):
+    unit = np.random.default_rng(0).random((16, 16)).astype(np.float32)
+    Image.fromarray(unit).save(tmp_path / "unit.tif")               # PIL mode F, values in [0, 1]
+    assert np.abs(rgb(tmp_path / "unit.tif")[..., 0] - np.rint(unit * 255)).max() <= 1
+    refl = np.dstack([unit * 30 - 5, unit, unit]).astype(np.float32)
+    refl[0, 0, 0] = np.nan
+    write_tiff(tmp_path / "refl.tif", refl, photometric=2)          # float RGB: PIL cannot open it at all
+    out = rgb(tmp_path / "refl.tif")
+    assert out[0, 0, 0] == 0 and out.max() == 255 and out.min() == 0
+
+
+@pytest.mark.parametrize("layout", [
+    dict(photometric=2, extra=0),                                        # RGB + unspecified 4th band
+    dict(photometric=1),                                                 # 4 gray bands (min-is-black)
+    dict(photometric=2, extra=0, planar=2),                              # band-sequential
+    dict(photometric=2, extra=0, deflate=True, predictor=2, tile=16),    # what GDAL writes with COMPRESS=DEFLATE
+    dict(photometric=1, big_endian=True),
+])
+def test_four_band_rs_tiff_first_three_bands(layout, tmp_path):
+    rng = np.random.default_rng(0)
+    bands = rng.integers(0, 4096, (40, 56, 4)).astype(np.uint16)
+    bands[0, 0, :3] = 0
+    bands[0, 1, :3] = 4095
+    bands[..., 3] = 65535  # NIR: must not take part in the stretch
+    write_tiff(tmp_path / "rgbn.tif", bands, **layout)
+    out = rgb(tmp_path / "rgbn.tif")
+    want = np.rint(bands[..., :3] / 4095 * 255)
+    assert out.shape == (40, 56, 3) and np.abs(out - want).max() <= 1
+
+
+def test_other_band_counts(tmp_path):
+    six = np.random.default_rng(0).integers(0, 256, (8, 8, 6)).astype(np.uint8)
+    write_tiff(tmp_path / "six.tif", six)
+    assert (rgb(tmp_path / "six.tif") == six[..., :3]).all()
+    two = np.random.default_rng(1).integers(0, 1000, (8, 8, 2)).astype(np.int16)   # e.g. two SAR bands
+    write_tiff(tmp_path / "two.tif", two)
+    out = rgb(tmp_path / "two.tif")
+    assert (out[..., 0] == out[..., 2]).all() and out.max() == 255
+
+
+def test_bytes_file_objects_and_pil(tmp_path):
+    a = noise()
+    data = encoded(Image.fromarray(a), "PNG")
+    assert (np.asarray(open_image(data)) == a).all()
+    with open(tmp_path / "x.png", "wb") as f:
+        f.write(data)
+    with open(tmp_path / "x.png", "rb") as f:
+        assert (np.asarray(open_image(f)) == a).all()
+    assert open_image(Image.fromarray(a).convert("RGBA")).mode == "RGB"
+    with pytest.raises(DataError, match="image: empty file"):
+        open_image(b"")
