@@ -142,11 +142,11 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
     # ---- the named API (gradio_client): JSON in, JSON out -----------------------------------------------------
     def api_search_text(query, model, k):
         return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
-                demo.search_text(query, model or None, int(k or 10))]
+                demo.search_text(query, model or None, 10 if k is None else k)]
 
     def api_search_image(file, model, k):
         return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
-                demo.search_image(getattr(file, "name", file), model or None, int(k or 10))]
+                demo.search_image(getattr(file, "name", file), model or None, 10 if k is None else k)]
 
     def api_explain(name, query, model, map_name):
         out = demo.explain(name, query, model or None, map=map_name or None)

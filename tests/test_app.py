@@ -1,20 +1,153 @@
-"""The demo page starts on the embedded default and serves its page (loopback only)."""
+"""The demo page, launched for real (loopback) and driven through every named endpoint with gradio_client."""
 import os
 import urllib.request
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from rsdemo.demo import catalogue
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+GALLERY = "synthetic:60:7"
 
 
-def test_app_starts_and_serves(tmp_path, monkeypatch):
-    monkeypatch.setenv("RSDEMO_CACHE", str(tmp_path))
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("RSDEMO_CACHE")
+    os.environ["RSDEMO_CACHE"] = str(cache)
     import app
 
-    demo = app.build("synthetic:24")
-    demo.launch(server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    page = app.build(data=GALLERY)
+    app.serve(page, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+    from gradio_client import Client
+
     try:
-        html = urllib.request.urlopen(demo.local_url, timeout=30).read().decode()
-        assert "rsdemo" in html
+        yield page, Client(page.local_url, verbose=False)
     finally:
-        demo.close()
+        page.close()
+        if old is None:
+            os.environ.pop("RSDEMO_CACHE", None)
+        else:
+            os.environ["RSDEMO_CACHE"] = old
+
+
+def test_page_serves_three_tabs(served):
+    page, _ = served
+    html = urllib.request.urlopen(page.local_url, timeout=30).read().decode()
+    assert "rsdemo" in html
+    cfg = page.config
+    labels = {c["props"].get("label") for c in cfg["components"] if c["type"] == "tabitem"}
+    assert {"Search", "Compare", "Models"} <= labels
+
+
+def test_named_endpoints(served):
+    _, client = served
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert {"/search_text", "/search_image", "/explain", "/models"} <= set(api)
+
+
+def test_models_listed_best_first(served):
+    page, client = served
+    models = client.predict(api_name="/models")
+    assert [m["name"] for m in models] == page.rsdemo.names()
+    mrs = [m["mr"] for m in models]
+    assert mrs == sorted(mrs, reverse=True), "the default (first) model is the best by measured mR"
+
+
+def test_search_text_returns_ranked_gallery_images(served):
+    page, client = served
+    hits = client.predict("two white planes parked beside the runway", "", 7, api_name="/search_text")
+    assert [h["rank"] for h in hits] == list(range(1, 8))
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    names = {os.path.basename(p) for p in page.rsdemo.retriever().paths}
+    assert {h["name"] for h in hits} <= names
+
+
+def test_search_text_finds_the_scene(served):
+    """A caption of a gallery image, asked verbatim, brings back images of that image's scene near the top."""
+    page, client = served
+    ds = page.rsdemo.gallery.dataset
+    hits_ok = 0
+    for i in range(0, len(ds), 12):
+        hits = client.predict(ds.records[i].captions[0], "", 5, api_name="/search_text")
+        hits_ok += any(h["label"] == ds.records[i].label for h in hits)
+    assert hits_ok >= 3, "the default model should find the scene of most of its own captions"
+
+
+def test_search_image_finds_itself(served):
+    page, client = served
+    from gradio_client import handle_file
+
+    path = page.rsdemo.retriever().paths[5]
+    hits = client.predict(handle_file(path), "", 3, api_name="/search_image")
+    assert hits[0]["name"] == os.path.basename(path)
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("which", ["own", "baseline_region_sim", "baseline_gradcam"])
+def test_explain_overlay(served, which):
+    page, client = served
+    hits = client.predict("a red ship", "", 1, api_name="/search_text")
+    overlay, info = client.predict(hits[0]["name"], "a red ship", "", "" if which == "own" else which,
+                                   api_name="/explain")
+    assert which == "own" or info["map"] == which
+    assert info["maps"] and info["tokens"] and np.isfinite(info["score"])
+    im = np.asarray(Image.open(overlay).convert("RGB"), np.float32)
+    assert im.shape[0] >= 64 and im.std() > 5
+
+
+@pytest.mark.parametrize("model", [m["name"] for m in catalogue()])
+def test_every_checkpoint_searches_and_explains(served, model):
+    _, client = served
+    hits = client.predict("many green trees", model, 3, api_name="/search_text")
+    assert len(hits) == 3
+    _, info = client.predict(hits[0]["name"], "many green trees", model, "", api_name="/explain")
+    assert info["map"] in info["maps"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("", "", 5), "Type a description"),
+    (("   \n\t ", "", 5), "Type a description"),
+    (("x" * 5000, "", 5), "under 1,000"),
+    (("planes", "no-such-model", 5), "no trained checkpoint"),
+    (("planes", "", 0), "between 1 and"),
+])
+def test_bad_text_inputs_give_a_message_and_the_app_keeps_serving(served, args, message):
+    _, client = served
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match=message):
+        client.predict(*args, api_name="/search_text")
+    assert client.predict("a road", "", 2, api_name="/search_text")
+
+
+def test_bad_upload_and_foreign_names_are_refused(served, tmp_path):
+    _, client = served
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not an image")
+    with pytest.raises(AppError, match="(?i)image"):
+        client.predict(handle_file(str(bad)), "", 3, api_name="/search_image")
+    for name in ("../../../etc/passwd", "/etc/passwd", "nothere.png"):
+        with pytest.raises(AppError, match="not an image of this gallery"):
+            client.predict(name, "a road", "", "", api_name="/explain")
+    assert client.predict("a road", "", 2, api_name="/search_text")
+
+
+def test_control_characters_and_emoji_are_searched(served):
+    _, client = served
+    hits = client.predict("planes\x00\x07 near 🛫 the runway ✈ 飛行機", "", 3, api_name="/search_text")
+    assert len(hits) == 3
+
+
+def test_app_refuses_missing_gallery(tmp_path):
+    import app
+    from rsdemo.demo import InputError
+
+    with pytest.raises(InputError, match="not a folder"):
+        app.build(gallery=str(tmp_path / "missing"))
