@@ -78,6 +78,12 @@ def read_meta(path) -> dict:
     return json.loads(meta["rsdemo"])
 
 
+def _mismatch(e: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln]
+    more = f" and {len(lines) - 1} more" if len(lines) > 1 else ""
+    return (lines[0].rstrip(".") + more) if lines else str(e).splitlines()[0]
+
+
 def load(path, device: str | None = None):
     """Rebuilds the model from the checkpoint's own config and vocab, loads the weights (strict), eval mode."""
     from safetensors import SafetensorError
@@ -95,12 +101,17 @@ def load(path, device: str | None = None):
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
     vocab = Vocab(meta["vocab"][2:]) if meta.get("vocab") else None
+    if not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{path}: not an rsdemo checkpoint (its metadata has no model config)")
     cfg = dict(meta["config"])
     cfg.pop("pretrained", None)  # the weights are all in this file; don't fetch the backbone's again
     model = build(cfg, meta.get("name"), vocab=vocab)
     ref = model.state_dict()
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shapes differ: weights of another size (embed_dim, vocabulary, ...)
+        raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} ({_mismatch(e)})") from None
     if missing or unexpected:
         raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} "
                          f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")

@@ -232,3 +232,213 @@ def test_bytes_file_objects_and_pil(tmp_path):
     assert open_image(Image.fromarray(a).convert("RGBA")).mode == "RGB"
     with pytest.raises(DataError, match="image: empty file"):
         open_image(b"")
+
+
+# ---- the Python API: text, models, checkpoints, indexes, datasets --------------------------------------------
+
+@pytest.fixture(scope="module")
+def one_thread():
+    import torch
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, one_thread):
+    """A tiny untrained model saved as a checkpoint, a 12-image gallery and its saved index."""
+    import torch
+
+    from rsdemo.checkpoint import save
+    from rsdemo.data.synthetic import generate
+    from rsdemo.index import Retriever
+    from rsdemo.models.registry import create_model
+
+    root = tmp_path_factory.mktemp("world")
+    gallery = root / "gallery"
+    gallery.mkdir()
+    for i, w in enumerate(generate(12, size=64)):
+        Image.fromarray(w.image).save(gallery / f"{i:03d}.png")
+    torch.manual_seed(0)
+    model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
+    ck = save(model, root / "tiny.safetensors")
+    from rsdemo.models.registry import load_model
+    model = load_model(ck)
+    r = Retriever.build(model, gallery, out=root / "index", batch_size=12, progress=False)
+    return {"root": root, "gallery": gallery, "ck": ck, "model": model, "retriever": r, "index": root / "index"}
+
+
+ODD_TEXTS = {
+    "10,000 characters": "two white planes parked beside the runway " * 239,
+    "non-Latin": "跑道旁停着两架白色飞机",
+    "emoji": "✈️✈️ 🛫 next to the 🏢",
+    "control characters": "planes\x00 on\x07 the\x1b[31m runway\r\n\t",
+    "right-to-left and combining": "\u202edrawnur\u202c e\u0301te\u0301 ْمطار",
+}
+
+
+@pytest.mark.parametrize("case", list(ODD_TEXTS))
+def test_odd_text_is_searched(case, world):
+    hits = world["retriever"].search_text(ODD_TEXTS[case], k=5)
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(h["score"]) for h in hits)
+
+
+@pytest.mark.parametrize("text", ["", "   \t\n", None])
+def test_empty_text_refused(text, world):
+    with pytest.raises(ValueError, match="empty query"):
+        world["retriever"].search_text(text)
+
+
+def test_image_queries(world, tmp_path):
+    r = world["retriever"]
+    Image.new("RGB", (1, 1), (90, 120, 60)).save(tmp_path / "one.png")
+    assert len(r.search_image(tmp_path / "one.png", k=3)) == 3
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DataError, match="empty.png: empty file"):
+        r.search_image(tmp_path / "empty.png")
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        r.search_image(tmp_path / "one.png", k=0)
+
+
+def _with_meta(world, tmp, name, edit):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(world["ck"]), "pt") as f:
+        meta = json.loads(f.metadata()["rsdemo"])
+    edit(meta)
+    p = tmp / name
+    save_file(load_file(str(world["ck"])), str(p), {"rsdemo": json.dumps(meta)})
+    return p
+
+
+def _checkpoint(kind):
+    def make(world, tmp):
+        data = world["ck"].read_bytes()
+        if kind == "other model":
+            return _with_meta(world, tmp, "other.safetensors",
+                              lambda m: m.update(name="ccnet-slim", config={**m["config"], "arch": "ccnet"}))
+        if kind == "other dim":
+            return _with_meta(world, tmp, "dim.safetensors",
+                              lambda m: m["config"].update(embed_dim=64))
+        if kind == "no config":
+            return _with_meta(world, tmp, "noconfig.safetensors", lambda m: m.pop("config"))
+        p = tmp / f"{kind.replace(' ', '_')}.safetensors"
+        p.write_bytes({"truncated": data[:len(data) // 2], "corrupt": b"\x07" * 4096, "empty": b""}[kind])
+        return p
+    return make
+
+
+CHECKPOINTS = {
+    "other model": r"does not fit model 'ccnet-slim' \(missing \[",
+    "other dim": r"does not fit model 'amfmn-slim' \(size mismatch for .* and \d+ more\)",
+    "no config": r"not an rsdemo checkpoint \(its metadata has no model config\)",
+    "truncated": r"truncated.safetensors: unreadable checkpoint \(Error while deserializing header",
+    "corrupt": r"corrupt.safetensors: unreadable checkpoint",
+    "empty": r"empty.safetensors: unreadable checkpoint",
+}
+
+
+@pytest.mark.parametrize("kind", list(CHECKPOINTS))
+def test_bad_checkpoint_refused(kind, world, tmp_path):
+    from rsdemo.models.registry import load_model
+
+    p = _checkpoint(kind)(world, tmp_path)
+    with pytest.raises(ValueError, match=CHECKPOINTS[kind]) as e:
+        load_model(p)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, pattern", [
+    ("no-such-model", r"'no-such-model' is neither a checkpoint file nor a registered model \(amfmn"),
+    ("amfmn", r"model 'amfmn' has no trained checkpoint"),
+    ("  ", r"no model given"),
+    ("missing.safetensors", r"missing.safetensors: checkpoint not found"),
+])
+def test_unknown_model_refused(name, pattern, monkeypatch, tmp_path):
+    from rsdemo.models.registry import load_model
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=pattern):
+        load_model(name)
+
+
+def _index_case(kind, world, tmp):
+    import shutil
+
+    from rsdemo.index import Retriever
+    from rsdemo.models.registry import create_model
+
+    if kind == "missing folder":
+        return tmp / "nowhere", world["model"]
+    idx = Path(shutil.copytree(world["index"], tmp / "idx"))
+    model = world["model"]
+    if kind == "no manifest":
+        (idx / "manifest.json").unlink()
+    elif kind == "corrupt manifest":
+        (idx / "manifest.json").write_text('{"format": 1, "model": ')
+    elif kind == "other model":
+        model = create_model("clip-tiny")
+    elif kind == "other weights":
+        import torch
+        torch.manual_seed(1)
+        model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
+    elif kind == "pickled embeddings":
+        np.save(idx / "embeddings.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    elif kind in ("image deleted", "image changed", "image added"):
+        g = Path(shutil.copytree(world["gallery"], tmp / "g"))
+        r = Retriever.build(model, g, out=idx, progress=False)
+        assert len(r) == 12
+        if kind == "image deleted":
+            (g / "003.png").unlink()
+        elif kind == "image changed":
+            Image.new("RGB", (64, 64)).save(g / "003.png")
+        else:
+            Image.new("RGB", (64, 64)).save(g / "new.png")
+    return idx, model
+
+
+INDEXES = {
+    "missing folder": r"nowhere: no such index folder \(build one with `rsdemo index`\)",
+    "no manifest": r"not an index or an incomplete one \(no manifest.json\)",
+    "corrupt manifest": r"corrupt manifest",
+    "other model": r"index built with model 'amfmn-slim', not 'clip-tiny'",
+    "other weights": r"index built with other weights of 'amfmn-slim'",
+    "pickled embeddings": r"embeddings.npy: unreadable \(.*allow_pickle=False",
+    "image deleted": r"stale index: .*003.png no longer exists",
+    "image changed": r"stale index: .*003.png changed \(\d+ -> \d+ bytes\)",
+    "image added": r"stale index: .* now holds 13 image files, the index was built from 12",
+}
+
+
+@pytest.mark.parametrize("kind", list(INDEXES))
+def test_missing_or_stale_index_refused(kind, world, tmp_path):
+    from rsdemo.index import Retriever
+
+    idx, model = _index_case(kind, world, tmp_path)
+    with pytest.raises(ValueError, match=INDEXES[kind]) as e:
+        Retriever.load(idx, model)
+    assert "\n" not in str(e.value)
+
+
+DATASETS = {
+    "no images list": ({"dataset": "x"}, r"bad.json: top level: missing 'images'"),
+    "image without filename": ({"images": [{"sentences": [{"raw": "a"}], "split": "train"}]},
+                               r"bad.json: images\[0\]: missing 'filename'"),
+    "image without sentences": ({"images": [{"filename": "a.tif", "split": "train"}]},
+                                r"bad.json: images\[0\]: missing 'sentences'"),
+    "not an object": ([1, 2], r"expected a JSON object with 'images', got list"),
+    "not JSON": ("{not json", r"bad.json: invalid JSON at line 1, column 2"),
+}
+
+
+@pytest.mark.parametrize("case", list(DATASETS))
+def test_dataset_json_with_missing_fields(case, tmp_path):
+    import rsdemo
+
+    doc, pattern = DATASETS[case]
+    (tmp_path / "bad.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
+    with pytest.raises(DataError, match=pattern):
+        rsdemo.open_dataset(f"rsitmd:{tmp_path / 'bad.json'}")

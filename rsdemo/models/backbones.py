@@ -45,7 +45,8 @@ class ImageBackbone(nn.Module):
 
             r = torchvision.models.resnet18(weights=None)
             if pretrained:
-                state = torch.load(Path(pretrained), map_location="cpu", weights_only=True)
+                from .clip import read_state  # safetensors, or torch.load(weights_only=True); ValueError
+                state = read_state(pretrained)
                 r.load_state_dict(state, strict=True)
             self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
             self.stages = nn.ModuleList([r.layer2, r.layer3, r.layer4])
@@ -56,7 +57,8 @@ class ImageBackbone(nn.Module):
             self.stages = nn.ModuleList([_Block(w[0], w[1], 2), _Block(w[1], w[2], 2), _Block(w[2], w[3], 2)])
             self.channels = w[1:]
             if pretrained:
-                self.load_state_dict(torch.load(Path(pretrained), map_location="cpu", weights_only=True))
+                from .clip import read_state
+                self.load_state_dict(read_state(pretrained))
         else:
             raise ValueError(f"unknown image backbone {name!r} (resnet18, slim)")
 

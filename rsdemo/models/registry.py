@@ -84,6 +84,8 @@ def load_model(name_or_checkpoint: str | os.PathLike, device: str | None = None)
     """
     from ..checkpoint import load
 
+    if not str(name_or_checkpoint).strip():
+        raise ValueError(f"no model given: name a checkpoint file or one of {', '.join(list_models())}")
     p = Path(name_or_checkpoint)
     if p.suffix == ".safetensors" or p.exists():
         return load(p, device=device)
