@@ -181,7 +181,12 @@ def train(a: TrainArgs) -> dict:
     state_path = out / "last.state.pt"
     start_epoch, start_step, best, history, elapsed = 0, 0, -1.0, [], 0.0
     if a.resume and state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        try:  # tensors and plain containers only: a pickle that would build other objects is refused
+            st = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - UnpicklingError, zip/EOF errors of a damaged file
+            from .models.clip import _reason
+            raise ValueError(f"{state_path}: refused to resume from it: not a plain training state "
+                             f"(torch.load(weights_only=True): {_reason(e)})") from None
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])

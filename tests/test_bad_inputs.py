@@ -442,3 +442,231 @@ def test_dataset_json_with_missing_fields(case, tmp_path):
     (tmp_path / "bad.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
     with pytest.raises(DataError, match=pattern):
         rsdemo.open_dataset(f"rsitmd:{tmp_path / 'bad.json'}")
+
+
+# ---- the CLI: non-zero exit, one line, no traceback -------------------------------------------------------------
+
+def _cli_args(case, world, tmp):
+    idx, ck = str(world["index"]), str(world["ck"])
+    empty = tmp / "empty.png"
+    empty.write_bytes(b"")
+    bomb = tmp / "bomb.png"
+    bomb.write_bytes(png_bomb_header(20000, 20000))
+    trunc = tmp / "trunc.safetensors"
+    trunc.write_bytes(world["ck"].read_bytes()[:1000])
+    (tmp / "bad.json").write_text(json.dumps({"images": [{"filename": "a.tif", "split": "train"}]}))
+    return {
+        "empty query": (["search", idx, "   "], r"empty query"),
+        "empty image": (["search", idx, "--image", str(empty)], r"empty.png: empty file \(0 bytes\)"),
+        "50 megapixel... 400 megapixel image": (["search", idx, "--image", str(bomb)], r"400.0 megapixels, over"),
+        "missing image": (["search", idx, "--image", str(tmp / "nope.png")], r"nope.png: no such file"),
+        "k = 0": (["search", idx, "planes", "--k", "0"], r"k must be a positive integer"),
+        "missing index": (["search", str(tmp / "nowhere"), "planes"], r"no such index folder"),
+        "unknown model": (["index", "--model", "no-such-model", "--images", str(world["gallery"]), "--out",
+                           str(tmp / "i")], r"'no-such-model' is neither a checkpoint file nor a registered model"),
+        "truncated checkpoint": (["eval", "--checkpoint", str(trunc), "--data", "synthetic:12"],
+                                 r"trunc.safetensors: unreadable checkpoint"),
+        "index of another model": (["search", idx, "planes", "--model", "ccnet-slim"],
+                                   r"index built with model 'amfmn-slim', not 'ccnet-slim'"),
+        "dataset without sentences": (["data-report", f"rsitmd:{tmp / 'bad.json'}"],
+                                      r"bad.json: images\[0\]: missing 'sentences'"),
+    }[case] if case else None
+
+
+CLI_CASES = ["empty query", "empty image", "50 megapixel... 400 megapixel image", "missing image", "k = 0",
+             "missing index", "unknown model", "truncated checkpoint", "index of another model",
+             "dataset without sentences"]
+
+
+@pytest.mark.parametrize("case", CLI_CASES)
+def test_cli_error_is_one_line(case, world, tmp_path, capfd):
+    """In-process (the same main() the console script runs): exit 2, one `rsdemo CMD: error: ...` line."""
+    from rsdemo.cli import main
+
+    args, pattern = _cli_args(case, world, tmp_path)
+    assert main(args) == 2
+    out, err = capfd.readouterr()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"rsdemo {args[0]}: error: "), err
+    assert re.search(pattern, lines[0]) and "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", ["empty image", "missing index", "dataset without sentences"])
+def test_cli_subprocess_error_is_one_line(case, world, tmp_path):
+    args, pattern = _cli_args(case, world, tmp_path)
+    r = subprocess.run([sys.executable, "-m", "rsdemo", *args], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and re.search(pattern, lines[0]) and "Traceback" not in r.stderr, r.stderr
+
+
+# ---- untrusted files: nothing is ever unpickled ------------------------------------------------------------------
+
+def _load_paths(tmp):
+    """Every way rsdemo loads weights or arrays from a file, as callables of a path."""
+    import torch
+
+    from rsdemo.index import Retriever
+    from rsdemo.models.backbones import ImageBackbone
+    from rsdemo.models.clip import read_state
+    from rsdemo.models.registry import create_model, load_model
+
+    def index_with(path):
+        import shutil
+        idx = tmp / "idx"
+        if idx.exists():
+            shutil.rmtree(idx)
+        idx.mkdir()
+        shutil.copy(path, idx / "embeddings.npy")
+        (idx / "manifest.json").write_text(json.dumps({"format": 1, "model": "amfmn-slim", "weights_sha256": "x",
+                                                       "dim": 32, "index": {"kind": "flat"}, "paths": [],
+                                                       "sizes": [], "skipped": []}))
+        (idx / "index.faiss").write_bytes(b"")
+        model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
+        from rsdemo.index import weights_sha256
+        man = json.loads((idx / "manifest.json").read_text())
+        man["weights_sha256"] = weights_sha256(model)
+        (idx / "manifest.json").write_text(json.dumps(man))
+        return Retriever.load(idx, model)
+
+    def resume_with(path):
+        from rsdemo.train import TrainArgs, train
+        out = tmp / "run"
+        out.mkdir(exist_ok=True)
+        import shutil
+        shutil.copy(path, out / "last.state.pt")
+        return train(TrainArgs(model="amfmn-slim", data="synthetic:12", out=str(out), epochs=1, resume=True,
+                               progress=False, overrides={"image_size": 64}))
+
+    torch.manual_seed(0)
+    return {
+        "load_model (.safetensors)": lambda p: load_model(_renamed(p, ".safetensors")),
+        "load_model (any other name)": lambda p: load_model(p),
+        "CLIP pretrained .pt": lambda p: read_state(_renamed(p, ".pt")),
+        "CLIP pretrained .bin": lambda p: read_state(_renamed(p, ".bin")),
+        "backbone pretrained (slim)": lambda p: ImageBackbone("slim", pretrained=str(p)),
+        "backbone pretrained (resnet18)": lambda p: ImageBackbone("resnet18", pretrained=str(p)),
+        "index embeddings.npy": index_with,
+        "training resume state": resume_with,
+    }
+
+
+def _renamed(p, suffix):
+    q = p.with_suffix(suffix)
+    if q != p:
+        q.write_bytes(p.read_bytes())
+    return q
+
+
+LOADERS = ["load_model (.safetensors)", "load_model (any other name)", "CLIP pretrained .pt", "CLIP pretrained .bin",
+           "backbone pretrained (slim)", "backbone pretrained (resnet18)", "index embeddings.npy",
+           "training resume state"]
+
+
+@pytest.mark.parametrize("pickler", ["pickle", "torch.save"])
+@pytest.mark.parametrize("loader", LOADERS)
+def test_code_running_pickle_refused(loader, pickler, tmp_path, one_thread):
+    marker = tmp_path / "PWNED"
+    make = evil_pickle if pickler == "pickle" else evil_torch
+    if loader == "index embeddings.npy" and pickler == "pickle":   # an .npy of dtype object holds a pickle
+        src = tmp_path / "evil.npy"
+        from badfiles import Evil  # noqa: PLC0415 - the same payload class
+        np.save(src, np.array([Evil(marker)], dtype=object), allow_pickle=True)
+    else:
+        src = make(tmp_path / "evil.pt", marker)
+    with pytest.raises(Exception) as e:
+        _load_paths(tmp_path)[loader](src)
+    assert not marker.exists(), f"{loader} ran code from a pickle"
+    assert isinstance(e.value, ValueError), f"{loader}: {type(e.value).__name__}: {e.value}"
+    msg = str(e.value)
+    assert re.search(r"refused|unreadable|not an rsdemo checkpoint|allow_pickle|Unsupported|weights_only", msg), msg
+
+
+# ---- faults: interrupted writes never leave a half file under the final name --------------------------------------
+# (training killed with SIGKILL mid-epoch and resumed to the same final metrics: tests/test_train.py,
+#  test_sigkill_mid_epoch_then_resume_matches)
+
+def _half_then_fail(real):
+    """A writer that writes half of what `real` would, then fails (disk full, power cut, killed thread)."""
+    def write(obj, tmp, *a, **kw):
+        real(obj, tmp, *a, **kw)
+        data = Path(tmp).read_bytes()
+        Path(tmp).write_bytes(data[:len(data) // 2])
+        raise OSError(28, "No space left on device")
+    return write
+
+
+def _leftovers(folder):
+    return [p.name for p in Path(folder).iterdir() if p.name.endswith(".tmp")]
+
+
+def test_interrupted_checkpoint_save_keeps_the_old_file(world, tmp_path, monkeypatch):
+    import safetensors.torch
+
+    from rsdemo.checkpoint import save
+    from rsdemo.models.registry import load_model
+
+    path = save(world["model"], tmp_path / "m.safetensors", card={"note": "old"})
+    old, old_card = path.read_bytes(), path.with_suffix(".json").read_text()
+    monkeypatch.setattr(safetensors.torch, "save_file", _half_then_fail(safetensors.torch.save_file))
+    with pytest.raises(OSError, match="No space left"):
+        save(world["model"], path, card={"note": "new"})
+    assert path.read_bytes() == old and path.with_suffix(".json").read_text() == old_card
+    assert not _leftovers(tmp_path)
+    assert load_model(path).card == {"note": "old"}
+
+
+def test_interrupted_index_save_is_refused_not_half_read(world, tmp_path, monkeypatch):
+    import shutil
+
+    import faiss
+
+    from rsdemo.index import Retriever
+
+    idx = Path(shutil.copytree(world["index"], tmp_path / "idx"))
+    old = {n: (idx / n).read_bytes() for n in ("embeddings.npy", "index.faiss")}
+    monkeypatch.setattr(faiss, "write_index", _half_then_fail(faiss.write_index))
+    with pytest.raises(OSError):
+        world["retriever"].save(idx)
+    assert not (idx / "manifest.json").exists(), "the manifest is removed first and written last"
+    assert (idx / "index.faiss").read_bytes() == old["index.faiss"], "never a half file under the final name"
+    assert not _leftovers(idx)
+    with pytest.raises(ValueError, match=r"not an index or an incomplete one \(no manifest.json\); rebuild"):
+        Retriever.load(idx, world["model"])
+
+
+def test_process_killed_mid_write_leaves_old_file(tmp_path):
+    """A real SIGKILL between writing and renaming: the final name still holds the old bytes."""
+    target = tmp_path / "state.bin"
+    target.write_bytes(b"old")
+    code = (f"import os, signal\nfrom pathlib import Path\nfrom rsdemo.checkpoint import atomic_write\n"
+            f"def w(tmp):\n    Path(tmp).write_bytes(b'x' * 1_000_000)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"atomic_write(Path({str(target)!r}), w)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)
+    assert r.returncode == -9
+    assert target.read_bytes() == b"old"
+
+
+def test_index_build_skips_and_lists_unreadable_images(world, tmp_path):
+    import shutil
+
+    from rsdemo.index import Retriever
+
+    g = tmp_path / "g"
+    g.mkdir()
+    for i in range(3):
+        shutil.copy(world["gallery"] / f"{i:03d}.png", g)
+    data = (world["gallery"] / "000.png").read_bytes()
+    (g / "truncated.png").write_bytes(data[:len(data) // 3])
+    (g / "bomb.png").write_bytes(png_bomb_header(20000, 20000))
+    (g / "empty.jpg").write_bytes(b"")
+    (g / "notes.tif").write_text("not a tiff")
+    (g / "dangling.png").symlink_to(tmp_path / "gone.png")
+    r = Retriever.build(world["model"], g, out=tmp_path / "idx", progress=False)
+    assert len(r) == 3
+    reasons = {Path(s["path"]).name: s["reason"] for s in r.manifest["skipped"]}
+    assert set(reasons) == {"truncated.png", "bomb.png", "empty.jpg", "notes.tif", "dangling.png"}
+    assert "truncated or corrupt PNG" in reasons["truncated.png"]
+    assert "400.0 megapixels, over the" in reasons["bomb.png"]
+    assert "empty file" in reasons["empty.jpg"]
+    assert "no such file" in reasons["dangling.png"]
