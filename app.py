@@ -7,6 +7,7 @@ RSDEMO_GALLERY / RSDEMO_DATA / RSDEMO_SPLIT (and RSDEMO_HF_REPO for checkpoints 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import time
@@ -31,6 +32,7 @@ CSS = """
 
 def _safe(fn):
     """User mistakes become a message in the page; anything else is logged here and shown as one line."""
+    @functools.wraps(fn)  # gradio reads the signature (SelectData, Progress) through __wrapped__
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
@@ -42,7 +44,6 @@ def _safe(fn):
             log.exception("request failed")
             raise gr.Error(f"Sorry, that failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                            print_exception=False) from None
-    run.__name__ = fn.__name__
     return run
 
 
@@ -84,12 +85,17 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
     # ---- handlers (each one call into rsdemo.demo) ----------------------------------------------------------
     def search(query, model, k, progress=gr.Progress(track_tqdm=True)):
         hits = demo.search_text(query, model, k)
-        return _gallery_items(hits), hits, query, _status(hits, f"“{query.strip()}”", model)
+        return (_gallery_items(hits), hits, query, _status(hits, f"“{query.strip()}”", model), *_cleared())
 
     def search_by_image(file, model, k, progress=gr.Progress(track_tqdm=True)):
         path = getattr(file, "name", file)
         hits = demo.search_image(path, model, k)
-        return _gallery_items(hits), hits, _status(hits, "your image", model)
+        return (_gallery_items(hits), hits, _status(hits, "your image", model), *_cleared())
+
+    def _cleared():
+        """A new result list: the maps of the last one no longer apply."""
+        return None, None, "", "", gr.update(choices=[], value=None), gr.update(choices=[], value=None,
+                                                                                 visible=False)
 
     def _status(hits, what, model):
         return f"Top {len(hits)} of {len(demo.retriever(model))} images for {what} with **{model}**."
@@ -119,6 +125,9 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
             raise InputError("Pick a result first.")
         out = demo.explain(name, query, model, map=map_name, word=word or None)
         return _explained(out, name, query)
+
+    def pick_example(evt: gr.SelectData):
+        return _example_images()[evt.index]
 
     def model_changed(model, progress=gr.Progress(track_tqdm=True)):
         demo.retriever(model)  # builds the index on first use, with a progress bar
@@ -157,7 +166,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
 
     # ---- layout ---------------------------------------------------------------------------------------------
     with gr.Blocks(title="rsdemo: remote-sensing image-text retrieval", delete_cache=(3600, 3600)) as page:
-        gr.Markdown("# 🛰️ rsdemo: remote-sensing image–text retrieval", elem_classes="rs-title")
+        gr.Markdown("# rsdemo: remote-sensing image–text retrieval", elem_classes="rs-title")
         gr.Markdown(f"Searching **{demo.gallery.title}** ({len(demo.retriever())} images). Type what you are "
                     "looking for or upload an aerial image; click a result to see where the model looked.",
                     elem_classes="rs-note")
@@ -175,13 +184,14 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                                            placeholder=queries[0] if queries else "", elem_id="query")
                         go = gr.Button("Search", variant="primary", elem_id="search-btn")
                         gr.Examples([[q] for q in queries], [query], label="example queries")
-                        upload = gr.File(label="…or search by image (PNG, JPEG, TIFF, WebP)",
-                                         file_types=["image", ".tif", ".tiff"], elem_id="upload")
-                        seen = gr.Image(label="query image as the model sees it", height=160,
-                                        interactive=False)
-                        go_image = gr.Button("Search by image", elem_id="image-btn")
-                        if _example_images():
-                            gr.Examples([[p] for p in _example_images()], [upload], label="example images")
+                        with gr.Accordion("…or search by image", open=True):
+                            with gr.Row():
+                                upload = gr.File(label="upload (PNG, JPEG, TIFF, WebP)", height=140,
+                                                 file_types=["image", ".tif", ".tiff"], elem_id="upload")
+                                seen = gr.Image(label="as the model sees it", height=140, interactive=False)
+                            examples = gr.Gallery(_example_images(), label="example images (click one)", columns=6,
+                                                  height=100, allow_preview=False, elem_id="example-images")
+                            go_image = gr.Button("Search by image", elem_id="image-btn")
                     with gr.Column(scale=3):
                         results = gr.Gallery(label="results (rank · score · image)", columns=5, height=430,
                                              allow_preview=False, elem_id="results", object_fit="cover")
@@ -208,7 +218,8 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                 with gr.Row():
                     for i in range(COMPARE_SLOTS):
                         with gr.Column(visible=i < 3, min_width=220) as col:
-                            slots += [col, gr.Markdown(), gr.Gallery(columns=3, height=260, allow_preview=False),
+                            slots += [col, gr.Markdown(), gr.Gallery(columns=3, height=260, allow_preview=False,
+                                                                     elem_id=f"compare-{i}"),
                                       gr.Image(label="top result, own map", height=220, interactive=False)]
 
             with gr.Tab("Models", id="models"):
@@ -230,14 +241,17 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
             a_buttons = [gr.Button() for _ in range(4)]
 
         # ---- events ---------------------------------------------------------------------------------------
-        search_out = [results, hits_state, query_state, status]
+        explain_out = [heat, cooc, explain_md, name_state, map_pick, word_pick]
+        search_out = [results, hits_state, query_state, status] + explain_out
         go.click(_safe(search), [query, model, k], search_out, api_visibility="private")
         query.submit(_safe(search), [query, model, k], search_out, api_visibility="private")
         upload.change(_safe(preview), upload, seen, api_visibility="private")
-        go_image.click(_safe(search_by_image), [upload, model, k], [results, hits_state, status],
+        examples.select(pick_example, None, upload, api_visibility="private").then(
+            _safe(search_by_image), [upload, model, k], [results, hits_state, status] + explain_out,
+            api_visibility="private")
+        go_image.click(_safe(search_by_image), [upload, model, k], [results, hits_state, status] + explain_out,
                        api_visibility="private")
-        results.select(_safe(select), [hits_state, query, model],
-                       [heat, cooc, explain_md, name_state, map_pick, word_pick], api_visibility="private")
+        results.select(_safe(select), [hits_state, query, model], explain_out, api_visibility="private")
         map_pick.input(lambda m, n, q, mo: _safe(rechoose)(m, None, n, q, mo), [map_pick, name_state, query, model],
                        [heat, cooc, explain_md], api_visibility="private")
         word_pick.input(_safe(rechoose), [map_pick, word_pick, name_state, query, model], [heat, cooc, explain_md],
@@ -286,15 +300,19 @@ def _retrieval_figure():
 
 
 def _faithfulness_figure():
+    """Per model: its best own map against the two generic baselines and the random floor."""
     import plotly.graph_objects as go
 
-    rows = results_tables().get("faithfulness", [])
+    rows = [r for r in results_tables().get("faithfulness", []) if not r["map"].startswith("oracle")]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    pg = {(r["model"], r["map"]): number(r.get("pointing game %")) or 0.0 for r in rows}
     fig = go.Figure()
-    maps = sorted({r["map"] for r in rows if not r["map"].startswith("oracle")},
-                  key=lambda m: (m.startswith(("baseline", "random")), m))
-    for m in maps:
-        pts = [(r["model"], number(r.get("pointing game %"))) for r in rows if r["map"] == m]
-        fig.add_bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=m)
+    own = {m: max(((v, k[1]) for k, v in pg.items() if k[0] == m and not k[1].startswith(("baseline", "random"))),
+                  default=(0.0, "-")) for m in models}
+    fig.add_bar(x=models, y=[own[m][0] for m in models], name="own map (best)",
+                text=[own[m][1] for m in models], textposition="outside")
+    for name in ("baseline_region_sim", "baseline_gradcam", "random"):
+        fig.add_bar(x=models, y=[pg.get((m, name), 0.0) for m in models], name=name)
     fig.update_layout(title="Heatmaps: pointing game % on the synthetic masks", yaxis_title="pointing game %",
                       barmode="group", height=380, margin={"t": 50, "b": 40})
     return fig

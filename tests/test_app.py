@@ -8,29 +8,14 @@ from PIL import Image
 
 from rsdemo.demo import catalogue
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-GALLERY = "synthetic:60:7"
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("RSDEMO_CACHE")
-    os.environ["RSDEMO_CACHE"] = str(cache)
-    import app
-
-    page = app.build(data=GALLERY)
-    app.serve(page, server_name="127.0.0.1", server_port=None, prevent_thread_lock=True, quiet=True)
+def served(app_page):
     from gradio_client import Client
 
-    try:
-        yield page, Client(page.local_url, verbose=False)
-    finally:
-        page.close()
-        if old is None:
-            os.environ.pop("RSDEMO_CACHE", None)
-        else:
-            os.environ["RSDEMO_CACHE"] = old
+    page, url = app_page
+    return page, Client(url, verbose=False)
 
 
 def test_page_serves_three_tabs(served):
