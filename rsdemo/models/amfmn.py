@@ -68,7 +68,7 @@ class AMFMN(SeedModel):
         return solo, sal.view(-1, *size)
 
     def _visual(self, images):
-        feats = self.backbone(self._images(images))
+        feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         sal = None
         if self.use_mvsa:

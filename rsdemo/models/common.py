@@ -1,5 +1,10 @@
-"""What the seed-paper models (AMFMN, CCNet, SSJDN, DOVE) share: a CNN with multi-scale maps, a BiGRU over the
-project's vocabulary, region features, and the bookkeeping around them. Each paper's modules live in its file.
+"""What the seed-paper models (AMFMN, CCNet, SSJDN, DOVE) share: a CNN with multi-scale maps, a text encoder giving
+word features (BiGRU over the project's vocabulary, or MiniLM), region features, and the bookkeeping around them.
+Each paper's modules live in its file.
+
+Config keys read here: "backbone" (slim, resnet18, efficientnet_lite0), "pretrained" (image weights), "text" (gru,
+minilm), "freeze" (a list of "image" / "text": those encoders keep their pretrained weights, and the trainer feeds
+their cached outputs, rsdemo.features, instead of running them every step).
 """
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import torch
 from torch import nn
 
 from ..data.text import tokenize
-from .backbones import ImageBackbone, TextBackbone, encode_batch, masked_mean
+from .backbones import (CachedImages, CachedWords, ImageBackbone, MiniLMText, TextBackbone, encode_batch,
+                        masked_mean)
 from .base import RetrievalModel
 
 
@@ -20,19 +26,52 @@ class SeedModel(RetrievalModel):
             from ..data.synthetic import vocabulary
             vocab = vocabulary()
         self.vocab = vocab
-        self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"))
-        self.text = TextBackbone(len(vocab), self.embed_dim, int(config.get("word_dim", 300)))
+        freeze = set(config.get("freeze") or [])
+        text = config.get("text", "gru")
+        if freeze - {"image", "text"} or ("text" in freeze and text != "minilm"):
+            raise ValueError(f"freeze {sorted(freeze)}: expected a list of 'image' and 'text' (text only with "
+                             f"\"text\": \"minilm\", a pretrained encoder)")
+        self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"),
+                                      freeze="image" in freeze)
+        if text == "minilm":
+            self.text = MiniLMText(self.embed_dim, int(config.get("max_words", 48)), freeze="text" in freeze)
+        elif text == "gru":
+            self.text = TextBackbone(len(vocab), self.embed_dim, int(config.get("word_dim", 300)))
+        else:
+            raise ValueError(f"unknown text encoder {text!r} (gru, minilm)")
         # scene classes (written into the config by the trainer from the training labels) for label-aware modules
         self.classes = list(config.get("classes") or [])
 
     def tokenize(self, texts):
+        if self.text.kind == "minilm":
+            return self.text.tokenize(list(texts))
         return encode_batch(self.vocab, list(texts), int(self.config.get("max_words", 48)))
+
+    def _feats(self, images):
+        """Backbone maps [f8, f16, f32] of images (PIL, tensors) or the cached maps the trainer passes."""
+        if isinstance(images, CachedImages):
+            return [f.to(self.device, torch.float32) for f in images]
+        return self.backbone(self._images(images))
 
     def _words(self, texts):
         """Word features [M, T, d], mask [M, T], global text feature [M, d] (masked mean)."""
-        ids, lengths = self._texts(texts)
-        words, mask = self.text(ids.to(self.device), lengths)
+        if isinstance(texts, CachedWords):
+            raw, mask = texts
+            words, mask = self.text.project(raw.to(self.device, torch.float32), mask.to(self.device))
+        else:
+            ids, second = self._texts(texts)   # lengths (GRU, stay on CPU for packing) or attention mask
+            words, mask = self.text(ids.to(self.device), second)
         return words, mask, masked_mean(words, mask)
+
+    def rebuilt_at_load(self) -> list[str]:
+        """State-dict prefixes a checkpoint leaves out: frozen pretrained encoders, rebuilt from their pip packages
+        when the checkpoint is loaded (rsdemo.checkpoint), so only the trained heads are stored."""
+        out = []
+        if self.backbone.frozen and self.backbone.kind == "efficientnet_lite0" and self.backbone.pretrained:
+            out.append("backbone.")
+        if self.text.frozen:
+            out.append("text.bert.")
+        return out
 
     def encode_text(self, texts):
         return self.normalize(self._text_global(*self._words(texts)))
@@ -55,9 +94,10 @@ class SeedModel(RetrievalModel):
         """The last feature map's channel norm: the spatial signal left when a model's own maps are switched off."""
         return self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
 
-    @staticmethod
-    def tokens(text: str, mask: torch.Tensor) -> list[str]:
-        return tokenize(text)[: int(mask.sum())] or ["<unk>"]
+    def tokens(self, text: str, mask: torch.Tensor) -> list[str]:
+        """The words behind the word features (WordPieces for MiniLM), as many as the mask keeps."""
+        words = self.text.tokens(text) if self.text.kind == "minilm" else tokenize(text)
+        return words[: int(mask.sum())] or ["<unk>"]
 
 
 def region_proj(cin: int, d: int) -> nn.Module:

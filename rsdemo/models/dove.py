@@ -84,7 +84,7 @@ class DOVE(SeedModel):
 
     def _visual(self, images):
         """Global feature [N, d]; regional features [N, K, d] and slot attention [N, K, h, w] (ROAM on)."""
-        feats = self.backbone(self._images(images))
+        feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         if not self.use_roam:
             return g, None, None

@@ -88,7 +88,7 @@ class SSJDN(SeedModel):
         return clues, sal, sup
 
     def _visual(self, images, maps=False):
-        feats = self.backbone(self._images(images))
+        feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         info = {}
         if self.use_bsd:

@@ -1,0 +1,153 @@
+"""Cached outputs of frozen encoders, so a model with frozen pretrained backbones trains its heads only.
+
+A frozen encoder gives the same output for the same input every epoch (training uses no augmentation), so the
+trainer computes it once per dataset and reads it back:
+
+- image_features(model, ds): the backbone's [f8, f16, f32] maps of every image of ds (fp16), in ds order.
+- WordCache(model, captions): the frozen MiniLM's 384-d word features of every distinct caption (fp16).
+
+Files live in RSDEMO_CACHE/features/ (default ~/.cache/rsdemo/features). The key covers everything the output
+depends on: the images (path, size, mtime of each file) or the caption texts, the encoder's kind and a hash of its
+weights, and the preprocessing (image size, normalisation; max words). Any run over the same images with the same
+frozen encoder reuses the file, e.g. every Lite0 model trained with `rsdemo train --data ucm:DIR --images DIR`;
+a changed image, weight or setting gives a new key, never a stale hit. Writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from .checkpoint import atomic_write
+from .models.backbones import CachedImages, CachedWords
+
+VERSION = "1"   # bump when what is stored changes
+
+
+def cache_root() -> Path:
+    from .data.synthetic import cache_dir
+
+    return cache_dir() / "features"
+
+
+def weights_hash(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else
+                 v.detach().cpu().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def images_key(ds) -> str:
+    h = hashlib.sha1()
+    for i in range(len(ds)):
+        p = Path(ds.image_path(i))
+        st = p.stat()
+        h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _load(path: Path) -> dict[str, torch.Tensor] | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path)) if path.is_file() else None
+    except (SafetensorError, OSError):
+        return None   # unreadable: recompute and overwrite
+
+
+def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
+
+
+def image_features_path(model, ds) -> Path:
+    bb = model.backbone
+    size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
+    key = hashlib.sha1("|".join([VERSION, images_key(ds), bb.kind, weights_hash(bb), str(size), norm]).encode())
+    return cache_root() / f"img-{bb.kind}-{size}-{len(ds)}-{key.hexdigest()[:20]}.safetensors"
+
+
+@torch.no_grad()
+def image_features(model, ds, progress: bool = False, batch_size: int = 32) -> list[torch.Tensor]:
+    """[f8, f16, f32] of every image in ds ([N, C, h, w] fp16 each, CPU), from the cache or computed and stored."""
+    from .data.dataset import load_rgb
+    from .data.transforms import image_transform
+
+    path = image_features_path(model, ds)
+    got = _load(path)
+    if got is not None and len(got) == 3 and all(v.shape[0] == len(ds) for v in got.values()):
+        return [got[f"f{i}"] for i in range(3)]
+    bb = model.backbone
+    was = bb.training
+    bb.eval()
+    tf = image_transform(model.config.get("image_size", 256), model.config.get("normalize", "imagenet"))
+    out: list[list[torch.Tensor]] = [[], [], []]
+    it = range(0, len(ds), batch_size)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="backbone features", unit="batch", leave=False)
+    dev = next(bb.parameters()).device
+    for a in it:
+        ims = [load_rgb(ds.image_path(i)) for i in range(a, min(a + batch_size, len(ds)))]
+        x = torch.stack([tf(im) for im in ims]).to(dev)
+        for k, f in enumerate(bb(x)):
+            out[k].append(f.half().cpu())
+    bb.train(was)
+    feats = [torch.cat(o) for o in out]
+    _save(path, {f"f{i}": f for i, f in enumerate(feats)})
+    return feats
+
+
+def batch_images(feats: list[torch.Tensor], idx) -> CachedImages:
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    return CachedImages(f[idx] for f in feats)
+
+
+class WordCache:
+    """Raw MiniLM word features of every distinct caption; batch(captions) -> CachedWords for the model."""
+
+    def __init__(self, model, captions, progress: bool = False, batch_size: int = 256):
+        text = model.text
+        self.texts = sorted(set(captions))
+        self.row = {c: i for i, c in enumerate(self.texts)}
+        h = hashlib.sha1("|".join([VERSION, text.kind, weights_hash(text.bert), str(text.max_words)]).encode())
+        for c in self.texts:
+            h.update(c.encode() + b"\0")
+        path = cache_root() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"
+        got = _load(path)
+        if got is not None and got.get("lengths") is not None and got["lengths"].shape[0] == len(self.texts):
+            self.raw, self.lengths = got["raw"], got["lengths"]
+            return
+        was = text.training
+        text.eval()
+        raws, lens = [], []
+        it = range(0, len(self.texts), batch_size)
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="text features", unit="batch", leave=False)
+        with torch.no_grad():
+            for a in it:
+                raw, mask = text.raw(*text.tokenize(self.texts[a:a + batch_size]))
+                raws.append(raw.half().cpu())
+                lens.append(mask.sum(1).cpu())
+        text.train(was)
+        T = max(r.shape[1] for r in raws)
+        self.raw = torch.cat([torch.nn.functional.pad(r, (0, 0, 0, T - r.shape[1])) for r in raws])
+        self.lengths = torch.cat(lens).to(torch.int32)
+        _save(path, {"raw": self.raw, "lengths": self.lengths})
+
+    def batch(self, captions: list[str]) -> CachedWords:
+        rows = torch.tensor([self.row[c] for c in captions])
+        n = self.lengths[rows].long()
+        T = max(1, int(n.max()))
+        return CachedWords((self.raw[rows, :T], torch.arange(T)[None] < n[:, None]))
+
+
+def frozen(model) -> set[str]:
+    return set(model.config.get("freeze") or [])
+

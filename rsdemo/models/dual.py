@@ -1,0 +1,59 @@
+"""A CLIP-style dual encoder over the shared backbones: image tower (e.g. EfficientNet-Lite0) and text tower (e.g.
+MiniLM), each followed by a linear projection into the joint space, trained with the symmetric InfoNCE loss and
+a learnable temperature (as CLIP).
+
+- Image embedding: `global_fc` (linear) of the mean-pooled stride-32 map. Because the projection is linear, the
+  embedding is the mean of the projected positions, so each position's projection is its share of the score:
+  `explain` gives "patch_sim" (cosine of the text embedding with each position, [h, w]) and "word_sim" (cosine of
+  each word's projected feature with each position, [T, h, w], one map per WordPiece of `tokens`).
+- Text embedding: masked mean of the projected word features (the text tower's projection).
+- Score: cosine of the two embeddings (separable; stage 1 is exact).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import losses
+from .base import Explanation
+from .common import SeedModel
+from .registry import register
+
+
+@register("dual")
+class DualEncoder(SeedModel):
+    def __init__(self, config: dict, name: str | None = None, vocab=None):
+        super().__init__(config, name, vocab)
+        self.global_fc = nn.Linear(self.backbone.channels[-1], self.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / float(config.get("temperature", 0.07)))))
+
+    def _visual(self, images):
+        f = self._feats(images)[-1]
+        return self.global_fc(f.mean((2, 3))), f
+
+    def encode_image(self, images):
+        return self.normalize(self._visual(images)[0])
+
+    def loss(self, images, texts, captions, labels=None, image_ids=None):
+        v, _ = self._visual(images)
+        _, _, t = self._words(texts)
+        s = self.normalize(v) @ self.normalize(t).T
+        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
+        # CLIP clamps the scale at 100 so the logits cannot blow up
+        nce = losses.infonce(s, logit_scale=self.logit_scale.clamp(max=math.log(100)), mask=mask)
+        return {"loss": nce, "infonce": nce.detach()}
+
+    @torch.no_grad()
+    def explain(self, image, text: str) -> Explanation:
+        v, f = self._visual(self.one_image(image))
+        words, mask, t = self._words([text])
+        pos = F.normalize(self.global_fc(f[0].permute(1, 2, 0)).float(), dim=-1)         # [h, w, d]
+        T = int(mask.sum())
+        w = F.normalize(words[0, :T].float(), dim=-1)                                   # [T, d]
+        maps = {"patch_sim": (pos @ self.normalize(t)[0]).cpu().numpy(),
+                "word_sim": torch.einsum("hwd,td->thw", pos, w).cpu().numpy()}
+        s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
+        return Explanation(maps, self.tokens(text, mask), s)
