@@ -103,6 +103,16 @@ def test_landuse_layout(tmp_path, capfd):
     assert landuse_layout(tmp_path) is None or tmp_path.joinpath("Images").is_dir() is False
 
 
+def test_example_captions_cover_classes():
+    ds = _ucm().split("val")
+    ex = ds.example_captions(21)
+    assert len(ex) == len(set(ex)) == 21
+    # one per scene class in turn: the first two come from agricultural and airplane images
+    owner = {c.strip().rstrip(" .").strip(): r.label for r in ds.records for c in r.captions}
+    assert owner[ex[0]] == "agricultural" and owner[ex[1]] == "airplane"
+    assert ex == ds.example_captions(21)
+
+
 def test_not_landuse(tmp_path):
     (tmp_path / "cats").mkdir()
     (tmp_path / "dogs").mkdir()
@@ -148,3 +158,30 @@ def test_index_all_images(tmp_path):
     assert len(hits) == 5 and all(Path(h["path"]).suffix == ".webp" for h in hits)
     again = Retriever.load(tmp_path / "idx", model)
     assert len(again) == 2100
+
+
+def _ucm_cards():
+    from rsdemo.models.registry import CHECKPOINT_DIR
+
+    import json
+    cards = [(p, json.loads(p.read_text())) for p in sorted((CHECKPOINT_DIR / "ucm").glob("*.json"))]
+    return [p for p, c in cards if c.get("best_ucm_model")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("card_path", _ucm_cards(), ids=lambda p: p.stem)
+def test_ucm_checkpoint_reproduces_card(card_path, capsys):
+    """`rsdemo eval --checkpoint checkpoints/ucm/<best>.safetensors --data ucm:... --split val` gives the card's mR."""
+    import json
+
+    from rsdemo.cli import main
+
+    card = json.loads(card_path.read_text())
+    assert card["data"].startswith("ucm:") and "val" in card["split"] and card["metrics"]["val"]["mr"] > 30
+    assert card_path.with_suffix(".safetensors").stat().st_size <= 25 * 2**20
+    main(["eval", "--checkpoint", str(card_path.with_suffix(".safetensors")), "--data",
+          f"ucm:{real('ucm_captions')}", "--images", str(real("ucm_images")), "--split", "val", "--json"])
+    got = json.loads(capsys.readouterr().out)
+    for k, v in card["metrics"]["val"].items():
+        if k.startswith(("i2t", "t2i", "mr")):
+            assert got[k] == pytest.approx(v, abs=1e-6), k

@@ -169,6 +169,28 @@ class CaptionDataset:
             owner += [i] * len(r.captions)
         return texts, np.asarray(owner, dtype=np.int64)
 
+    def example_captions(self, n: int = 8) -> list[str]:
+        """n distinct captions spread over the scene labels (one per label in turn, most-repeated first):
+        example queries for a demo over this dataset. Deterministic."""
+        from collections import Counter
+
+        count = Counter(normalise_caption(c) for r in self.records for c in r.captions)
+        by_label: dict[str, list[str]] = {}
+        for r in self.records:
+            by_label.setdefault(r.label or "", []).extend(r.captions)
+        queues = {k: sorted(dict.fromkeys(v), key=lambda c: (-count[normalise_caption(c)], c))
+                  for k, v in sorted(by_label.items())}
+        out, seen = [], set()
+        while len(out) < n and any(queues.values()):
+            for q in queues.values():
+                while q and normalise_caption(q[0]) in seen:
+                    q.pop(0)
+                if q and len(out) < n:
+                    c = q.pop(0)
+                    seen.add(normalise_caption(c))
+                    out.append(c.strip().rstrip(" .").strip())
+        return out
+
     @property
     def labels(self) -> list[str]:
         return sorted({r.label for r in self.records if r.label is not None})
