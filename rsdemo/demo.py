@@ -104,17 +104,14 @@ def read_image(image):
         raise InputError("Upload an image (PNG, JPEG, TIFF or WebP) first.")
     if isinstance(image, Image.Image):
         return image.convert("RGB")
-    try:
-        from .data.dataset import open_image
-    except ImportError:  # older layout: the generic loader
-        from .data.dataset import load_rgb as open_image
+    from .imageio import open_image
+
     try:
         return open_image(image)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any decoder failure becomes one clear line
-        msg = str(e).split("\n")[0]
-        raise InputError(f"Could not read that file as an image ({msg}).") from None
+    except ValueError as e:  # DataError: the loader's one-line reason (not an image, too many pixels, ...)
+        raise InputError(str(e).split("\n")[0]) from None
+    except Exception as e:  # noqa: BLE001 - any other decoder failure becomes one clear line
+        raise InputError(f"Could not read that file as an image ({type(e).__name__}: {e}).") from None
 
 
 def thumbnail(path: str, side: int = THUMB):
@@ -230,7 +227,10 @@ class Demo:
         info = self.info(name)
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = load_model(info["checkpoint"]).eval()
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else None  # a GPU when there is one
+                self._loaded[name] = load_model(info["checkpoint"], device=device).eval()
             return self._loaded[name]
 
     def retriever(self, name: str | None = None, progress=None):

@@ -136,3 +136,68 @@ def test_app_refuses_missing_gallery(tmp_path):
 
     with pytest.raises(InputError, match="not a folder"):
         app.build(gallery=str(tmp_path / "missing"))
+
+
+def _upload_cases(tmp_path):
+    import badfiles as bf
+
+    rgb = bf.noise(64, 64)
+    cases = {}
+    Image.fromarray(rgb).convert("L").save(tmp_path / "gray.png")
+    cases["grayscale"] = (tmp_path / "gray.png", None)
+    Image.fromarray(np.dstack([rgb, np.full((64, 64), 128, np.uint8)])).save(tmp_path / "rgba.png")
+    cases["rgba"] = (tmp_path / "rgba.png", None)
+    bf.write_tiff(tmp_path / "deep.tif", (rgb.astype(np.uint16) * 257))
+    cases["16-bit tiff"] = (tmp_path / "deep.tif", None)
+    bf.write_tiff(tmp_path / "bands.tif", np.dstack([rgb, rgb[..., :1]]))
+    cases["4-band tiff"] = (tmp_path / "bands.tif", None)
+    (tmp_path / "huge.png").write_bytes(bf.png_bomb_header(20_000, 20_000))
+    cases["huge"] = (tmp_path / "huge.png", "(?i)pixels")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    cases["empty"] = (tmp_path / "empty.jpg", "(?i)empty|image")
+    (tmp_path / "cut.png").write_bytes(bf.encoded(Image.fromarray(rgb), "PNG")[:300])
+    cases["truncated"] = (tmp_path / "cut.png", "(?i)image|truncated")
+    return cases
+
+
+@pytest.mark.parametrize("case", ["grayscale", "rgba", "16-bit tiff", "4-band tiff", "huge", "empty", "truncated"])
+def test_uploads_of_every_kind(served, tmp_path, case):
+    """Odd but valid images are searched; broken or oversized ones get a message; the app keeps serving."""
+    _, client = served
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    path, error = _upload_cases(tmp_path)[case]
+    if error is None:
+        assert len(client.predict(handle_file(str(path)), "", 3, api_name="/search_image")) == 3
+    else:
+        with pytest.raises(AppError, match=error):
+            client.predict(handle_file(str(path)), "", 3, api_name="/search_image")
+    assert client.predict("a road", "", 2, api_name="/search_text")
+
+
+def test_checkpoints_from_a_model_repo(tmp_path, monkeypatch):
+    """RSDEMO_HF_REPO: checkpoints come from huggingface_hub's download (here a local stand-in folder)."""
+    import shutil
+
+    import huggingface_hub
+
+    from rsdemo.demo import checkpoint_dirs
+    from rsdemo.models.registry import CHECKPOINT_DIR
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for f in ("dove-slim.safetensors", "dove-slim.json"):
+        shutil.copy(CHECKPOINT_DIR / f, repo / f"hub-{f}")
+    asked = {}
+
+    def fake_download(repo_id, allow_patterns=None, **kw):
+        asked["repo"], asked["patterns"] = repo_id, allow_patterns
+        return str(repo)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    monkeypatch.setenv("RSDEMO_HF_REPO", "someone/rsdemo-weights")
+    dirs = checkpoint_dirs()
+    assert asked["repo"] == "someone/rsdemo-weights" and "*.safetensors" in asked["patterns"]
+    names = [m["name"] for m in catalogue(dirs)]
+    assert "hub-dove-slim" in names and "dove-slim" in names
