@@ -190,7 +190,8 @@ def table(res: dict, cmd: str) -> str:
             f"explain; {res['distinct_queries']} distinct) per round against `python app.py --data {res['data']}` "
             f"on loopback; every answer compared with the same query's serial answer. {growth}\n\n"
             + "\n".join(rows) + f"\n\n`{cmd}` on {res.get('machine') or machine()} (load average "
-            f"{res.get('load_avg_before')} at the start: other jobs shared the cores); the app serves 2 requests at a time "
+            f"{res.get('load_avg_before')} at the start: other jobs shared the cores); the app serves 2 requests at a "
+            f"time "
             f"(queue default_concurrency_limit=2), so latency includes queueing behind the other users.")
 
 
@@ -208,7 +209,8 @@ def main(argv=None) -> int:
     proc = None
     if a.from_json:
         res = json.loads(Path(a.from_json).read_text())
-        a.clients, a.queries, a.rounds, a.data = res["clients"], res["queries_per_client"], len(res["rounds"]), res["data"]
+        a.clients, a.queries, a.data = res["clients"], res["queries_per_client"], res["data"]
+        a.rounds = len(res["rounds"])
     elif a.url:
         url, pid = a.url, None
     else:

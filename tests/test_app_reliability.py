@@ -87,7 +87,8 @@ def test_bad_text_gets_a_message(served, text, message):
     refused(served["client"], message, text, "", 5, api_name="/search_text")
 
 
-@pytest.mark.parametrize("text", ["跑道旁停着两架白色飞机", "✈️✈️ 🛫 next to the 🏢", "planes\x00 on\x07 the\x1b[31m runway",
+@pytest.mark.parametrize("text", ["跑道旁停着两架白色飞机", "✈️✈️ 🛫 next to the 🏢",
+                                  "planes\x00 on\x07 the\x1b[31m runway",
                                   "\u202edrawnur\u202c e\u0301te\u0301 ْمطار"],
                          ids=["non-Latin", "emoji", "control characters", "bidi and combining"])
 def test_odd_text_is_searched(served, text):
@@ -127,7 +128,8 @@ UPLOADS = {
     "text file": ("notes.png", lambda t: b"hello, not pixels\n" * 40, "not an image file"),
     "truncated PNG": ("cut.png", lambda t: encoded(Image.fromarray(noise()), "PNG")[:900], "truncated or corrupt PNG"),
     "corrupt JPEG": ("bad.jpg", lambda t: b"\xff\xd8\xff\xe0" + bytes(300), "not an image file"),
-    "400-megapixel PNG header": ("bomb.png", lambda t: png_bomb_header(20000, 20000), "image is 400.0 megapixels, over the"),
+    "400-megapixel PNG header": ("bomb.png", lambda t: png_bomb_header(20000, 20000),
+                                 "image is 400.0 megapixels, over the"),
     "1x1 image": ("one.png", lambda t: encoded(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), None),
     "16-bit PNG": ("u16.png", _u16, None),
     "float TIFF": ("f.tif", _float, None),
