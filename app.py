@@ -47,9 +47,15 @@ def _safe(fn):
     return run
 
 
-def _choices(demo: Demo):
+def _choices(demo: Demo, gallery: str | None = None):
     return [(f"{m['name']}  ·  mR {m['mr']:.1f}" if m["mr"] is not None else m["name"], m["name"])
-            for m in demo.models]
+            for m in demo.models_for(gallery)]
+
+
+def _gallery_md(demo: Demo, gallery: str | None = None) -> str:
+    g = demo.get_gallery(gallery)
+    return (f"Searching **{g.title}** ({len(demo.retriever(None, gallery))} images). Type what you are looking "
+            "for or upload an aerial image; click a result to see where the model looked.")
 
 
 def _model_md(demo: Demo, name: str) -> str:
@@ -72,76 +78,98 @@ def _example_images() -> list[str]:
 
 
 def build(gallery: str | None = None, data: str | None = None, split: str | None = None,
-          demo: Demo | None = None) -> gr.Blocks:
-    """The page over one gallery (default: the synthetic demo gallery). The default model's index is ready
-    before this returns, so the first query is answered at once."""
+          demo: Demo | None = None, allow_folders: bool | None = None) -> gr.Blocks:
+    """The page (default gallery: the synthetic demo gallery, or `gallery` with its `data`). The default model's
+    index is ready before this returns, so the first query is answered at once. allow_folders: offer "add a
+    folder on this machine" (default: yes, except on a Hugging Face Space)."""
     if demo is None:
-        demo = Demo(Gallery(gallery, data, split))
+        galleries = [Gallery(gallery, data, split)]
+        if gallery or data:  # the synthetic demo gallery stays one click away
+            galleries.append(Gallery())
+        demo = Demo(galleries)
+    if allow_folders is None:
+        allow_folders = not os.environ.get("SPACE_ID") and os.environ.get("RSDEMO_ALLOW_FOLDERS", "1") != "0"
     t = time.perf_counter()
     demo.warm()
     log.info("default model %s and its index ready in %.1f s", demo.default, time.perf_counter() - t)
     queries = demo.gallery.example_queries()
 
     # ---- handlers (each one call into rsdemo.demo) ----------------------------------------------------------
-    def search(query, model, k, progress=gr.Progress(track_tqdm=True)):
-        hits = demo.search_text(query, model, k)
-        return (_gallery_items(hits), hits, query, _status(hits, f"“{query.strip()}”", model), *_cleared())
+    def search(query, model, k, gallery, progress=gr.Progress(track_tqdm=True)):
+        hits = demo.search_text(query, model, k, gallery)
+        state = {"hits": hits, "model": model, "gallery": gallery}
+        return (_gallery_items(hits), state, _status(hits, f"“{query.strip()}”", model, gallery), *_cleared())
 
-    def search_by_image(file, model, k, progress=gr.Progress(track_tqdm=True)):
-        path = getattr(file, "name", file)
-        hits = demo.search_image(path, model, k)
-        return (_gallery_items(hits), hits, _status(hits, "your image", model), *_cleared())
+    def search_by_image(file, model, k, gallery, progress=gr.Progress(track_tqdm=True)):
+        hits = demo.search_image(getattr(file, "name", file), model, k, gallery)
+        state = {"hits": hits, "model": model, "gallery": gallery}
+        return (_gallery_items(hits), state, _status(hits, "your image", model, gallery), *_cleared())
 
     def _cleared():
         """A new result list: the maps of the last one no longer apply."""
         return None, None, "", "", gr.update(choices=[], value=None), gr.update(choices=[], value=None,
                                                                                  visible=False)
 
-    def _status(hits, what, model):
-        return f"Top {len(hits)} of {len(demo.retriever(model))} images for {what} with **{model}**."
+    def _status(hits, what, model, gallery):
+        n = len(demo.retriever(model, gallery))
+        return f"Top {len(hits)} of {n} images for {what} with **{model}**."
 
     def preview(file):
         if file is None:
             return None
         return read_image(getattr(file, "name", file))
 
-    def select(hits, query, model, evt: gr.SelectData):
-        if not hits:
+    def select(state, query, evt: gr.SelectData):
+        if not state or not state.get("hits"):
             raise InputError("Run a search first.")
         if not (query or "").strip():
             raise InputError("Type a description too: the maps show where the model finds the words.")
-        name = hits[evt.index]["name"]
-        out = demo.explain(name, query, model)
-        return (*_explained(out, name, query), name, gr.update(choices=out["maps"], value=out["map"]),
+        name = state["hits"][evt.index]["name"]
+        out = demo.explain(name, query, state["model"], gallery=state["gallery"])
+        return (*_explained(out, name, state["model"]), name, gr.update(choices=out["maps"], value=out["map"]),
                 gr.update(choices=out["words"], value=None, visible=bool(out["words"])))
 
-    def _explained(out, name, query):
-        info = (f"**{name}** · score {out['score']:.3f} · map **{out['map']}**  \n"
+    def _explained(out, name, model):
+        info = (f"**{name}** · {model} · score {out['score']:.3f} · map **{out['map']}**  \n"
                 f"tokens: {' '.join(out['tokens'])}")
         return out["overlay"], out["figure"], info
 
-    def rechoose(map_name, word, name, query, model):
-        if not name:
+    def rechoose(map_name, word, name, query, state):
+        if not name or not state:
             raise InputError("Pick a result first.")
-        out = demo.explain(name, query, model, map=map_name, word=word or None)
-        return _explained(out, name, query)
+        out = demo.explain(name, query, state["model"], map=map_name, word=word or None, gallery=state["gallery"])
+        return _explained(out, name, state["model"])
 
     def pick_example(evt: gr.SelectData):
         return _example_images()[evt.index]
 
-    def model_changed(model, progress=gr.Progress(track_tqdm=True)):
-        demo.retriever(model)  # builds the index on first use, with a progress bar
+    def model_changed(model, gallery, progress=gr.Progress(track_tqdm=True)):
+        demo.retriever(model, gallery)  # builds the index on first use, with a progress bar
         return _model_md(demo, model)
 
-    def compare(query, models, k, progress=gr.Progress(track_tqdm=True)):
+    def gallery_changed(gallery, progress=gr.Progress(track_tqdm=True)):
+        g = demo.get_gallery(gallery)
+        best = demo.default_for(gallery)
+        demo.retriever(best, gallery)  # a new folder is indexed here, once, with a progress bar
+        qs = g.example_queries()
+        return (gr.update(choices=_choices(demo, gallery), value=best), _model_md(demo, best),
+                _gallery_md(demo, gallery), gr.update(samples=[[q] for q in qs]), [], {},
+                "", *_cleared())
+
+    def add_folder(folder, gallery_now, progress=gr.Progress(track_tqdm=True)):
+        g = demo.add_gallery(folder)
+        demo.retriever(None, g.title)
+        return gr.update(choices=list(demo.galleries), value=g.title), f"Added {g.title}."
+
+    def compare(query, models, k, gallery, progress=gr.Progress(track_tqdm=True)):
         models = list(models or [])
         if not 2 <= len(models) <= COMPARE_SLOTS:
             raise InputError(f"Choose 2 to {COMPARE_SLOTS} models to compare.")
         outs = []
         for i in range(COMPARE_SLOTS):
             if i < len(models):
-                hits = demo.search_text(query, models[i], k)
-                ex = demo.explain(hits[0]["name"], query, models[i]) if hits else None
+                hits = demo.search_text(query, models[i], k, gallery)
+                ex = demo.explain(hits[0]["name"], query, models[i], gallery=gallery) if hits else None
                 outs += [gr.update(visible=True), f"### {models[i]}\n{_model_md(demo, models[i])}",
                          _gallery_items(hits), ex["overlay"] if ex else None]
             else:
@@ -149,41 +177,49 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
         return outs
 
     # ---- the named API (gradio_client): JSON in, JSON out -----------------------------------------------------
-    def api_search_text(query, model, k):
-        return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
-                demo.search_text(query, model or None, 10 if k is None else k)]
+    def _public(hits):
+        return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in hits]
 
-    def api_search_image(file, model, k):
-        return [{k_: h[k_] for k_ in ("rank", "name", "score", "label")} for h in
-                demo.search_image(getattr(file, "name", file), model or None, 10 if k is None else k)]
+    def api_search_text(query, model, k, gallery):
+        return _public(demo.search_text(query, model or None, 10 if k is None else k, gallery or None))
 
-    def api_explain(name, query, model, map_name):
-        out = demo.explain(name, query, model or None, map=map_name or None)
+    def api_search_image(file, model, k, gallery):
+        return _public(demo.search_image(getattr(file, "name", file), model or None, 10 if k is None else k,
+                                         gallery or None))
+
+    def api_explain(name, query, model, map_name, gallery):
+        out = demo.explain(name, query, model or None, map=map_name or None, gallery=gallery or None)
         return out["overlay"], {k_: out[k_] for k_ in ("map", "maps", "words", "tokens", "score")}
 
-    def api_models():
-        return [{k_: m[k_] for k_ in ("name", "description", "mr", "data")} for m in demo.models]
+    def api_models(gallery):
+        return [{k_: m[k_] for k_ in ("name", "description", "mr", "data")} for m in demo.models_for(gallery or None)]
 
     # ---- layout ---------------------------------------------------------------------------------------------
     with gr.Blocks(title="rsdemo: remote-sensing image-text retrieval", delete_cache=(3600, 3600)) as page:
         gr.Markdown("# rsdemo: remote-sensing image–text retrieval", elem_classes="rs-title")
-        gr.Markdown(f"Searching **{demo.gallery.title}** ({len(demo.retriever())} images). Type what you are "
-                    "looking for or upload an aerial image; click a result to see where the model looked.",
-                    elem_classes="rs-note")
-        hits_state, query_state, name_state = gr.State([]), gr.State(""), gr.State("")
+        gallery_md = gr.Markdown(_gallery_md(demo), elem_classes="rs-note")
+        hits_state, name_state = gr.State({}), gr.State("")
         with gr.Tabs():
             with gr.Tab("Search", id="search"):
                 with gr.Row():
-                    model = gr.Dropdown(_choices(demo), value=demo.default, label="model", scale=3,
+                    gallery = gr.Dropdown(list(demo.galleries), value=demo.gallery.title, label="gallery", scale=2,
+                                          elem_id="gallery")
+                    model = gr.Dropdown(_choices(demo), value=demo.default, label="model", scale=2,
                                         elem_id="model")
                     k = gr.Slider(1, MAX_K, value=10, step=1, label="results", scale=1)
+                if allow_folders:
+                    with gr.Accordion("add a folder of images on this machine", open=False):
+                        with gr.Row():
+                            folder = gr.Textbox(label="folder", placeholder="/path/to/images", scale=4)
+                            add = gr.Button("Index and add", scale=1)
+                        added = gr.Markdown()
                 model_md = gr.Markdown(_model_md(demo, demo.default))
                 with gr.Row():
                     with gr.Column(scale=2):
                         query = gr.Textbox(label="describe the scene", lines=2, max_length=2000,
                                            placeholder=queries[0] if queries else "", elem_id="query")
                         go = gr.Button("Search", variant="primary", elem_id="search-btn")
-                        gr.Examples([[q] for q in queries], [query], label="example queries")
+                        query_examples = gr.Examples([[q] for q in queries], [query], label="example queries")
                         with gr.Accordion("…or search by image", open=True):
                             with gr.Row():
                                 upload = gr.File(label="upload (PNG, JPEG, TIFF, WebP)", height=140,
@@ -235,6 +271,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
         # the named API: hidden components, so gradio_client gets plain JSON and files
         with gr.Column(visible=False):
             a_query, a_model, a_name, a_map = (gr.Textbox() for _ in range(4))
+            a_gallery = gr.Textbox(value="")
             a_k = gr.Number(value=10, precision=0)
             a_file = gr.File()
             a_json, a_image = gr.JSON(), gr.Image(type="pil")
@@ -242,29 +279,34 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
 
         # ---- events ---------------------------------------------------------------------------------------
         explain_out = [heat, cooc, explain_md, name_state, map_pick, word_pick]
-        search_out = [results, hits_state, query_state, status] + explain_out
-        go.click(_safe(search), [query, model, k], search_out, api_visibility="private")
-        query.submit(_safe(search), [query, model, k], search_out, api_visibility="private")
-        upload.change(_safe(preview), upload, seen, api_visibility="private")
-        examples.select(pick_example, None, upload, api_visibility="private").then(
-            _safe(search_by_image), [upload, model, k], [results, hits_state, status] + explain_out,
-            api_visibility="private")
-        go_image.click(_safe(search_by_image), [upload, model, k], [results, hits_state, status] + explain_out,
-                       api_visibility="private")
-        results.select(_safe(select), [hits_state, query, model], explain_out, api_visibility="private")
-        map_pick.input(lambda m, n, q, mo: _safe(rechoose)(m, None, n, q, mo), [map_pick, name_state, query, model],
-                       [heat, cooc, explain_md], api_visibility="private")
-        word_pick.input(_safe(rechoose), [map_pick, word_pick, name_state, query, model], [heat, cooc, explain_md],
-                        api_visibility="private")
-        model.change(_safe(model_changed), model, model_md, api_visibility="private")
-        c_go.click(_safe(compare), [c_query, c_models, c_k], slots, api_visibility="private")
-        card_pick.change(lambda n: demo.info(n)["card"], card_pick, card, api_visibility="private")
+        search_out = [results, hits_state, status] + explain_out
+        private = {"api_visibility": "private"}
+        go.click(_safe(search), [query, model, k, gallery], search_out, **private)
+        query.submit(_safe(search), [query, model, k, gallery], search_out, **private)
+        upload.change(_safe(preview), upload, seen, **private)
+        examples.select(pick_example, None, upload, **private).then(
+            _safe(search_by_image), [upload, model, k, gallery], search_out, **private)
+        go_image.click(_safe(search_by_image), [upload, model, k, gallery], search_out, **private)
+        results.select(_safe(select), [hits_state, query], explain_out, **private)
+        map_pick.input(lambda m, n, q, st: _safe(rechoose)(m, None, n, q, st), [map_pick, name_state, query, hits_state],
+                       [heat, cooc, explain_md], **private)
+        word_pick.input(_safe(rechoose), [map_pick, word_pick, name_state, query, hits_state],
+                        [heat, cooc, explain_md], **private)
+        model.change(_safe(model_changed), [model, gallery], model_md, **private)
+        gallery.change(_safe(gallery_changed), gallery,
+                       [model, model_md, gallery_md, query_examples.dataset, results, hits_state, status]
+                       + explain_out, **private)
+        if allow_folders:
+            add.click(_safe(add_folder), [folder, gallery], [gallery, added], **private)
+        c_go.click(_safe(compare), [c_query, c_models, c_k, gallery], slots, **private)
+        card_pick.change(lambda n: demo.info(n)["card"], card_pick, card, **private)
 
-        a_buttons[0].click(_safe(api_search_text), [a_query, a_model, a_k], a_json, api_name="search_text")
-        a_buttons[1].click(_safe(api_search_image), [a_file, a_model, a_k], a_json, api_name="search_image")
-        a_buttons[2].click(_safe(api_explain), [a_name, a_query, a_model, a_map], [a_image, a_json],
+        a_buttons[0].click(_safe(api_search_text), [a_query, a_model, a_k, a_gallery], a_json, api_name="search_text")
+        a_buttons[1].click(_safe(api_search_image), [a_file, a_model, a_k, a_gallery], a_json,
+                           api_name="search_image")
+        a_buttons[2].click(_safe(api_explain), [a_name, a_query, a_model, a_map, a_gallery], [a_image, a_json],
                            api_name="explain")
-        a_buttons[3].click(_safe(api_models), None, a_json, api_name="models")
+        a_buttons[3].click(_safe(api_models), a_gallery, a_json, api_name="models")
     page.rsdemo = demo
     return page
 

@@ -189,84 +189,144 @@ class Gallery:
 # ---- the demo ----------------------------------------------------------------------------------------------
 
 class Demo:
-    """One gallery, the models with checkpoints, and the three things the page does with them."""
+    """Galleries, the models with checkpoints, and the three things the page does with them (search by text,
+    search by image, explain a result). Safe to share between concurrent users: every call names its model
+    and gallery; indexes are built once per (gallery, model), other requests go on meanwhile."""
 
-    def __init__(self, gallery: Gallery | None = None, dirs=None, cache: str | os.PathLike | None = None):
+    def __init__(self, galleries=None, dirs=None, cache: str | os.PathLike | None = None):
         from .data.synthetic import cache_dir
 
-        self.gallery = gallery or Gallery()
-        self.models = catalogue(dirs, prefer=self.gallery.domain)
-        if not self.models:
+        if galleries is None or isinstance(galleries, Gallery):
+            galleries = [galleries or Gallery()]
+        self.galleries: dict[str, Gallery] = {g.title: g for g in galleries}
+        self.all_models = catalogue(dirs)
+        if not self.all_models:
             raise InputError("no trained checkpoints found (checkpoints/*.safetensors); train one with "
                              "`rsdemo train` or set RSDEMO_HF_REPO")
-        self.cache = Path(cache) if cache else cache_dir() / "app" / self.gallery.key
+        self.cache = Path(cache) if cache else cache_dir() / "app"
         self._loaded: dict = {}
         self._retrievers: dict = {}
         self._explained: OrderedDict = OrderedDict()
         self._lock = threading.RLock()
-        self._labels = None
+        self._building: dict = {}      # per-key locks: one build per (gallery, model), nobody else waits
+        self._labels: dict = {}
         self._pathsets: dict = {}
+
+    # ---- galleries and models ----------------------------------------------------------------------------
+    @property
+    def gallery(self) -> Gallery:
+        """The first (default) gallery."""
+        return next(iter(self.galleries.values()))
+
+    def get_gallery(self, name: str | None = None) -> Gallery:
+        if not name:
+            return self.gallery
+        if name not in self.galleries:
+            raise InputError(f"No gallery {name!r}; available: {', '.join(self.galleries)}.")
+        return self.galleries[name]
+
+    def add_gallery(self, images: str, data: str | None = None, split: str | None = None) -> Gallery:
+        """Adds a folder (with its annotations, when given) to the galleries; its indexes are built on first use."""
+        if not images or not str(images).strip():
+            raise InputError("Type the path of a folder of images.")
+        try:
+            g = Gallery(str(images).strip(), data, split)
+        except InputError:
+            raise
+        except ValueError as e:
+            raise InputError(str(e).split("\n")[0]) from None
+        from .index import list_images
+
+        if g.dataset is None and not list_images(g.folder):
+            raise InputError(f"{g.folder}: no images (PNG, JPEG, TIFF, WebP, BMP) in this folder.")
+        with self._lock:
+            self.galleries.setdefault(g.title, g)
+        return self.galleries[g.title]
+
+    def models_for(self, gallery: str | None = None) -> list[dict]:
+        """The models, those trained on the gallery's kind of imagery first, then by measured mR."""
+        dom = self.get_gallery(gallery).domain
+        return sorted(self.all_models, key=lambda m: domain(m["data"]) != dom)  # stable: mR order kept
+
+    @property
+    def models(self) -> list[dict]:
+        return self.models_for(None)
+
+    def default_for(self, gallery: str | None = None) -> str:
+        return self.models_for(gallery)[0]["name"]
 
     @property
     def default(self) -> str:
-        return self.models[0]["name"]
+        return self.default_for(None)
 
-    def names(self) -> list[str]:
-        return [m["name"] for m in self.models]
+    def names(self, gallery: str | None = None) -> list[str]:
+        return [m["name"] for m in self.models_for(gallery)]
 
     def info(self, name: str) -> dict:
-        for m in self.models:
+        for m in self.all_models:
             if m["name"] == name:
                 return m
-        raise InputError(f"Model {name!r} has no trained checkpoint here; available: {', '.join(self.names())}.")
+        raise InputError(f"Model {name!r} has no trained checkpoint here; available: "
+                         f"{', '.join(m['name'] for m in self.all_models)}.")
+
+    def _key_lock(self, key) -> threading.Lock:
+        with self._lock:
+            return self._building.setdefault(key, threading.Lock())
 
     def model(self, name: str | None = None):
         from .models.registry import load_model
 
         name = name or self.default
         info = self.info(name)
-        with self._lock:
+        with self._key_lock(("model", name)):
             if name not in self._loaded:
                 import torch
 
                 device = "cuda" if torch.cuda.is_available() else None  # a GPU when there is one
                 self._loaded[name] = load_model(info["checkpoint"], device=device).eval()
-            return self._loaded[name]
+        return self._loaded[name]
 
-    def retriever(self, name: str | None = None, progress=None):
+    def retriever(self, name: str | None = None, gallery: str | None = None, progress=None):
         """The model's index of the gallery: reopened from the cache, else built (and saved) once."""
         from .index import Retriever
 
-        name = name or self.default
+        g = self.get_gallery(gallery)
+        name = name or self.default_for(gallery)
+        key = (g.key, name)
+        r = self._retrievers.get(key)
+        if r is not None:
+            return r
         model = self.model(name)
-        with self._lock:
-            r = self._retrievers.get(name)
+        with self._key_lock(key):
+            r = self._retrievers.get(key)
             if r is not None:
                 return r
-            out = self.cache / name
+            out = self.cache / g.key / name
             if (out / "manifest.json").is_file():
                 try:
                     r = Retriever.load(out, model)
                 except ValueError:
                     r = None  # stale (images changed) or another checkpoint: rebuilt below
             if r is None:
-                r = Retriever.build(model, self.gallery.source(), out=out, progress=progress is None)
-            self._retrievers[name] = r
+                r = Retriever.build(model, g.source(), out=out, progress=progress is None)
+            with self._lock:
+                self._retrievers[key] = r
+                self._pathsets[key] = set(r.paths)
             return r
 
-    def label(self, path: str) -> str | None:
-        if self._labels is None:
-            self._labels = self.gallery.labels()
-        return self._labels.get(path)
+    def label(self, path: str, g: Gallery) -> str | None:
+        if g.key not in self._labels:
+            self._labels[g.key] = g.labels()
+        return self._labels[g.key].get(path)
 
-    def _results(self, r, hits) -> list[dict]:
-        root = Path(self.gallery.folder)
+    def _results(self, hits, g: Gallery) -> list[dict]:
+        root = Path(g.folder)
         out = []
         for h in hits:
             p = Path(h["path"])
             name = str(p.relative_to(root)) if p.is_relative_to(root) else p.name
             out.append({"rank": h["rank"], "name": name, "score": round(h["score"], 4), "path": h["path"],
-                        "label": self.label(h["path"])})
+                        "label": self.label(h["path"], g)})
         return out
 
     @staticmethod
@@ -279,47 +339,49 @@ class Demo:
             raise InputError(f"k must be between 1 and {MAX_K}, got {k}")
         return k
 
-    def search_text(self, query: str, model: str | None = None, k: int = 10) -> list[dict]:
-        query, k = clean_query(query), self._k(k)
-        r = self.retriever(model)
-        return self._results(r, r.search_text(query, k=min(k, len(r))))
+    def search_text(self, query: str, model: str | None = None, k: int = 10, gallery: str | None = None):
+        """Text -> the gallery's top-k images: [{rank, name, score, path, label}]."""
+        query, k, g = clean_query(query), self._k(k), self.get_gallery(gallery)
+        r = self.retriever(model, gallery)
+        return self._results(r.search_text(query, k=min(k, len(r))), g)
 
-    def search_image(self, image, model: str | None = None, k: int = 10) -> list[dict]:
-        im, k = read_image(image), self._k(k)
-        r = self.retriever(model)
-        return self._results(r, r.search_image(im, k=min(k, len(r))))
+    def search_image(self, image, model: str | None = None, k: int = 10, gallery: str | None = None):
+        """Image (path or PIL) -> the gallery's most similar images, as search_text."""
+        im, k, g = read_image(image), self._k(k), self.get_gallery(gallery)
+        r = self.retriever(model, gallery)
+        return self._results(r.search_image(im, k=min(k, len(r))), g)
 
-    def resolve(self, name: str, model: str | None = None) -> str:
+    def resolve(self, name: str, model: str | None = None, gallery: str | None = None) -> str:
         """A result's name -> its file, only if that file is in the gallery's index (never a path the caller
         made up: ../, absolute paths and links out of the gallery are not served)."""
-        r = self.retriever(model)
+        g = self.get_gallery(gallery)
         if not isinstance(name, str) or not name:
             raise InputError("Pick a result first.")
-        root = Path(self.gallery.folder)
-        with self._lock:
-            known = self._pathsets.setdefault(id(r), set(r.paths))
-        for p in (str(root / name), name):
+        model = model or self.default_for(gallery)
+        self.retriever(model, gallery)
+        known = self._pathsets[(g.key, model)]
+        for p in (str(Path(g.folder) / name), name):
             if p in known:
                 return p
         raise InputError(f"{name!r} is not an image of this gallery.")
 
-    def explanation(self, name: str, query: str, model: str | None = None):
+    def explanation(self, name: str, query: str, model: str | None = None, gallery: str | None = None):
         """The model's own explanation of (gallery image, query), kept for a few calls so that switching the
         shown map or word does not run the model again."""
         query = clean_query(query)
-        model = model or self.default
-        path = self.resolve(name, model)
+        model = model or self.default_for(gallery)
+        path = self.resolve(name, model, gallery)
         key = (model, path, query)
         with self._lock:
             if key in self._explained:
                 self._explained.move_to_end(key)
                 return self._explained[key]
+        import torch
+
         from .data.dataset import load_rgb
 
         m = self.model(model)
         image = load_rgb(path)
-        import torch
-
         with torch.no_grad():
             ex = m.explain(image, query)
         item = {"ex": ex, "image": image, "maps": {}, "model": m, "query": query}
@@ -330,13 +392,13 @@ class Demo:
         return item
 
     def explain(self, name: str, query: str, model: str | None = None, map: str | None = None,
-                word: str | None = None) -> dict:
+                word: str | None = None, gallery: str | None = None) -> dict:
         """Overlay of one map (a model's own, or a baseline) on a gallery image, plus what the page lists:
         the map names, the words that have their own maps, the score, and a co-occurrence figure."""
         from .explain import (cooccurrence_figure, gradcam, overlay, own_maps, region_similarity, word_maps,
                               word_sources)
 
-        item = self.explanation(name, query, model)
+        item = self.explanation(name, query, model, gallery)
         ex, image, m = item["ex"], item["image"], item["model"]
         own = own_maps(ex)
         names = list(own) + list(BASELINES)
@@ -367,9 +429,9 @@ class Demo:
         return {"overlay": overlay(image, np.asarray(heat)), "map": shown, "maps": names, "words": list(words),
                 "tokens": list(ex.tokens), "score": float(ex.score), "figure": fig}
 
-    def warm(self, model: str | None = None) -> None:
+    def warm(self, model: str | None = None, gallery: str | None = None) -> None:
         """Loads the model and its index (what a cold start pays once)."""
-        self.retriever(model)
+        self.retriever(model, gallery)
 
 
 # ---- docs/RESULTS.md as data (the Models tab's charts) --------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsdemo.demo import catalogue
+from rsdemo.demo import InputError, catalogue
 
 
 
@@ -201,3 +201,31 @@ def test_checkpoints_from_a_model_repo(tmp_path, monkeypatch):
     assert asked["repo"] == "someone/rsdemo-weights" and "*.safetensors" in asked["patterns"]
     names = [m["name"] for m in catalogue(dirs)]
     assert "hub-dove-slim" in names and "dove-slim" in names
+
+
+def test_galleries_added_folder_is_searchable_and_names_stay_inside(served, tmp_path):
+    """A folder added at run time gets its own index; each call names its gallery; unknown ones are refused."""
+    page, client = served
+    from gradio_client.exceptions import AppError
+
+    import badfiles as bf
+
+    folder = tmp_path / "mine"
+    for i in range(6):
+        (folder / "sub").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(bf.noise(40, 40, seed=i)).save(folder / "sub" / f"p{i}.png")
+    (folder / "readme.txt").write_text("not an image")
+    g = page.rsdemo.add_gallery(str(folder))
+    hits = client.predict("a road", "", 10, g.title, api_name="/search_text")
+    assert sorted(h["name"] for h in hits) == [f"sub/p{i}.png" for i in range(6)]
+    _, info = client.predict("sub/p3.png", "a road", "", "", g.title, api_name="/explain")
+    assert info["maps"]
+    with pytest.raises(AppError, match="not an image of this gallery"):  # the other gallery's names don't resolve
+        client.predict("sub/p3.png", "a road", "", "", "", api_name="/explain")
+    with pytest.raises(AppError, match="No gallery"):
+        client.predict("a road", "", 3, "/etc", api_name="/search_text")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no pictures here")
+    with pytest.raises(InputError, match="no images"):
+        page.rsdemo.add_gallery(str(empty))
