@@ -36,6 +36,9 @@ DEFAULT_MAX_PIXELS = 40_000_000
 FORMATS = "PNG, JPEG, TIFF, WebP, BMP or GIF"
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 _HIGH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+# raster formats only: PIL would also open EPS (through Ghostscript), PSD, ICO, PDF-adjacent and more, none of
+# which an aerial photo needs, and each is more decoder code exposed to uploads
+_PIL_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "WEBP", "BMP", "GIF", "JPEG2000", "PPM")
 
 
 def max_pixels_default() -> int:
@@ -101,7 +104,8 @@ def _open_stream(f, name: str, limit: int):
             return Image.fromarray(_bands_to_rgb(arr), "RGB")
         f.seek(0)
     try:
-        im = Image.open(f)
+        Image.init()  # registers every plugin, so the formats below can be named
+        im = Image.open(f, formats=[k for k in _PIL_FORMATS if k in Image.OPEN])
     except Image.DecompressionBombError as e:  # PIL's own guard, for sizes far past ours
         m = re.search(r"\((\d+) pixels\)", str(e))
         size = f"{int(m.group(1)) / 1e6:.1f} megapixels" if m else "too many pixels"
@@ -191,16 +195,19 @@ _TYPES = {1: "B", 2: "B", 3: "H", 4: "I", 5: "II", 6: "b", 7: "B", 8: "h", 9: "i
 def _read_tiff(f, name: str, limit: int) -> np.ndarray | None:
     """First page of a TIFF as [H, W, bands] samples, or None to let PIL decode it (palette, CMYK, JPEG, LZW,
     plain 8-bit gray/RGB/RGBA). Every offset is checked against the file, so a hostile file gets an error."""
-    data = f.read()
-    size = len(data)
-    bo = "<" if data[:2] == b"II" else ">"
+    size = f.seek(0, 2)  # read by ranges: a large gallery file is never loaded whole
+    f.seek(0)
+    bo = "<" if f.read(2) == b"II" else ">"
+
+    def read_at(off, n):
+        if off < 0 or off + n > size:
+            raise _error(f"{name}: truncated or corrupt TIFF file (data at byte {off} beyond the file's {size} "
+                         f"bytes)")
+        f.seek(off)
+        return f.read(n)
 
     def unpack(fmt, off):
-        try:
-            return struct.unpack_from(bo + fmt, data, off)
-        except struct.error:
-            raise _error(f"{name}: truncated or corrupt TIFF file (offset {off} beyond the file's {size} "
-                         f"bytes)") from None
+        return struct.unpack(bo + fmt, read_at(off, struct.calcsize(bo + fmt)))
 
     (ifd,) = unpack("I", 4)
     (n,) = unpack("H", ifd)
@@ -213,10 +220,11 @@ def _read_tiff(f, name: str, limit: int) -> np.ndarray | None:
         if code is None or count > 1_000_000:
             continue
         nbytes = struct.calcsize(bo + code) * count
-        off = ifd + 2 + 12 * i + 8 if nbytes <= 4 else struct.unpack(bo + "I", raw)[0]
-        if off + nbytes > size:
-            raise _error(f"{name}: truncated or corrupt TIFF file (tag {tag} points beyond the end)")
-        tags[tag] = list(struct.unpack_from(bo + code * count, data, off))
+        if nbytes <= 4:
+            vals = raw[:nbytes]
+        else:
+            vals = read_at(struct.unpack(bo + "I", raw)[0], nbytes)
+        tags[tag] = list(struct.unpack(bo + code * count, vals))
 
     def one(tag, default=None):
         v = tags.get(tag)
@@ -243,8 +251,11 @@ def _read_tiff(f, name: str, limit: int) -> np.ndarray | None:
     if kind is None or b not in (8, 16, 32, 64) or (kind == "f" and b == 8) or not 1 <= spp <= 256:
         raise _error(f"{name}: TIFF with {spp} band(s) of {b}-bit samples (format {fmt}) is not supported")
     dt = np.dtype(f"{bo}{kind}{b // 8}")
+    need = 3 if spp >= 3 else 1  # the bands we show; the rest are skipped (planar) or dropped per block
+    if w * h * spp * dt.itemsize > 16 * limit:
+        raise _error(f"{name}: TIFF of {w}x{h} with {spp} bands of {b}-bit samples is too large to open here")
     if planar == 2:
-        planes, per = spp, 1
+        planes, per = need, 1
     else:
         planes, per = 1, spp
     if 322 in tags:  # tiles
@@ -260,15 +271,12 @@ def _read_tiff(f, name: str, limit: int) -> np.ndarray | None:
         offs, counts = tags.get(273, []), tags.get(279, [])
         per_plane = math.ceil(h / rps)
         blocks = [(p, s * rps, 0, min(rps, h - s * rps), w) for p in range(planes) for s in range(per_plane)]
-    if len(offs) < len(blocks) or len(counts) < len(blocks):
+    if len(offs) < len(blocks) or len(counts) < len(blocks) or len(blocks) > 1_000_000:
         raise _error(f"{name}: corrupt TIFF file ({len(offs)} data blocks, {len(blocks)} expected)")
-    out = np.zeros((h, w, spp), dt)
+    out = np.zeros((h, w, need), dt)
     for (p, y, x, bh, bw), off, cnt in zip(blocks, offs, counts):
         want = bh * bw * per * dt.itemsize
-        if off + cnt > size:
-            raise _error(f"{name}: truncated TIFF file (data ends at byte {size}, a block needs up to "
-                         f"{off + cnt})")
-        raw = data[off:off + cnt]
+        raw = read_at(off, cnt)
         if compression != 1:
             try:
                 raw = zlib.decompressobj().decompress(raw, want)  # bounded: a deflate bomb stops at `want`
@@ -280,5 +288,8 @@ def _read_tiff(f, name: str, limit: int) -> np.ndarray | None:
         if predictor == 2:  # horizontal differencing: each sample stored as the difference to its left one
             blk = np.cumsum(blk, axis=1, dtype=dt) if kind != "f" else blk
         hh, ww = min(bh, h - y), min(bw, w - x)
-        out[y:y + hh, x:x + ww, p:p + per] = blk[:hh, :ww]
+        if planar == 2:
+            out[y:y + hh, x:x + ww, p:p + 1] = blk[:hh, :ww]
+        else:
+            out[y:y + hh, x:x + ww] = blk[:hh, :ww, :need]
     return out

@@ -670,3 +670,18 @@ def test_index_build_skips_and_lists_unreadable_images(world, tmp_path):
     assert "400.0 megapixels, over the" in reasons["bomb.png"]
     assert "empty file" in reasons["empty.jpg"]
     assert "no such file" in reasons["dangling.png"]
+
+
+def test_only_raster_formats_are_decoded(tmp_path):
+    # PIL would hand an EPS to Ghostscript; uploads are limited to raster formats
+    p = tmp_path / "photo.png"
+    p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    with pytest.raises(DataError, match="photo.png: not an image file"):
+        open_image(p)
+
+
+def test_tiff_with_too_many_bands_for_its_size_refused(tmp_path):
+    p = write_tiff(tmp_path / "bands.tif", np.zeros((2, 2, 200)))   # 200 float64 bands: 6400 bytes for 4 pixels
+    with pytest.raises(DataError, match="2x2 with 200 bands of 64-bit samples is too large"):
+        open_image(p, max_pixels=100)
+    assert open_image(p, max_pixels=1000).size == (2, 2)
