@@ -68,6 +68,8 @@ def open_image(src, max_pixels: int | None = None):
         name = os.path.basename(os.fspath(src)) or os.fspath(src)
         if os.path.isdir(src):
             raise _error(f"{name}: is a folder, not an image file")
+        if os.path.exists(src) and not os.path.isfile(src):  # a device or a pipe would block or never end
+            raise _error(f"{name}: not a regular file")
         try:
             f = open(src, "rb")
         except FileNotFoundError:
@@ -78,6 +80,8 @@ def open_image(src, max_pixels: int | None = None):
             return _open_stream(f, name, limit)
     if hasattr(src, "read"):
         name = os.path.basename(str(getattr(src, "name", "") or "image"))
+        if not (hasattr(src, "seekable") and src.seekable()):
+            src = io.BytesIO(src.read())
         return _open_stream(src, name, limit)
     raise _error(f"expected an image file path, bytes or a PIL image, got {type(src).__name__}")
 

@@ -103,8 +103,9 @@ def test_pixel_limit_is_configurable(tmp_path, monkeypatch):
         open_image(p)
 
 
-@pytest.mark.parametrize("src, pattern", [("missing.png", "missing.png: no such file"),
-                                          (".", "is a folder"), (12, "expected an image file path")])
+@pytest.mark.parametrize("src, pattern", [("missing.png", "missing.png: no such file"), (".", "is a folder"),
+                                          ("/dev/zero", "zero: not a regular file"),
+                                          (12, "expected an image file path")])
 def test_not_a_file(src, pattern, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match=pattern):
