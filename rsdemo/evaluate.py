@@ -131,16 +131,34 @@ def model_scores(model, ds, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
     texts, _ = ds.captions()
     was = model.training
     model.eval()
+    # Frozen pretrained encoders: their outputs come from rsdemo.features' disk cache, the same fp16 features
+    # the heads were trained on, so evaluating is cheap and gives the same numbers on every run.
+    frozen = set(model.config.get("freeze") or [])
+    maps = words = None
+    if frozen:
+        from . import features
+        if "image" in frozen:
+            maps = features.image_features(model, ds)
+        if "text" in frozen:
+            words = features.WordCache(model, texts)
     try:
         with torch.no_grad():
-            txt = torch.cat([model.encode_text(texts[i:i + 256]) for i in range(0, len(texts), 256)])
+            def tx(a, b):
+                return words.batch(texts[a:b]) if words is not None else texts[a:b]
+
+            txt = torch.cat([model.encode_text(tx(i, i + 256)) for i in range(0, len(texts), 256)])
+            all_tx = tx(0, len(texts))
             full, embed = [], []
             for i in range(0, len(ds), batch_size):
-                imgs = model.preprocess([ds[j].image for j in range(i, min(i + batch_size, len(ds)))])
+                idx = range(i, min(i + batch_size, len(ds)))
+                if maps is not None:
+                    imgs = features.batch_images(maps, list(idx))
+                else:
+                    imgs = model.preprocess([ds[j].image for j in idx])
                 emb = model.encode_image(imgs)
                 embed.append((emb @ txt.T).float().cpu())
                 if not model.separable:
-                    full.append(model.score(imgs, texts).float().cpu())
+                    full.append(model.score(imgs, all_tx).float().cpu())
     finally:
         model.train(was)
     e = torch.cat(embed).numpy()
