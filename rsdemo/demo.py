@@ -160,18 +160,10 @@ class Gallery:
         return self.dataset if self.dataset is not None else self.folder
 
     def example_queries(self, n: int = 6) -> list[str]:
-        """Distinct captions spread over the gallery (the data's own words), shortest of each image first."""
+        """Captions of the gallery's own data, spread over its scene labels (a bare folder has generic ones)."""
         if self.dataset is None:
             return ["many buildings next to a road", "a river through green fields", "planes at an airport"]
-        recs = self.dataset.records
-        out = []
-        for i in np.linspace(0, len(recs) - 1, num=min(len(recs), 4 * n)).astype(int):
-            c = min(recs[i].captions, key=len) if recs[i].captions else None
-            if c and c not in out:
-                out.append(c.rstrip(" ."))
-            if len(out) == n:
-                break
-        return out
+        return self.dataset.example_captions(n)
 
     def labels(self) -> dict[str, str]:
         """Absolute image path -> scene label, where the data has labels."""
