@@ -381,7 +381,7 @@ def _index_case(kind, world, tmp):
     elif kind == "corrupt manifest":
         (idx / "manifest.json").write_text('{"format": 1, "model": ')
     elif kind == "other model":
-        model = create_model("clip-tiny")
+        model = create_model("ccnet-slim")
     elif kind == "other weights":
         import torch
         torch.manual_seed(1)
@@ -405,7 +405,7 @@ INDEXES = {
     "missing folder": r"nowhere: no such index folder \(build one with `rsdemo index`\)",
     "no manifest": r"not an index or an incomplete one \(no manifest.json\)",
     "corrupt manifest": r"corrupt manifest",
-    "other model": r"index built with model 'amfmn-slim', not 'clip-tiny'",
+    "other model": r"index built with model 'amfmn-slim', not 'ccnet-slim'",
     "other weights": r"index built with other weights of 'amfmn-slim'",
     "pickled embeddings": r"embeddings.npy: unreadable \(.*allow_pickle=False",
     "image deleted": r"stale index: .*003.png no longer exists",
