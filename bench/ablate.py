@@ -7,7 +7,12 @@
 Same budget for every row (epochs, batch size, data, learning rate from each model's config), fixed seeds; the
 full models (headline rows) run with --seeds seeds, the ablation rows with --ablation-seeds. Each run is
 `rsdemo train` in its own process; its best-by-val checkpoint's test metrics are what the table reports.
-Per-run results are kept in docs/ablation.json (committed), so the table is regenerated without retraining.
+Per-run results are kept in docs/ablation.json (committed), so the table is regenerated without retraining; a run
+over some models replaces only those models' rows there.
+
+Pretrained variants (*-lite0: frozen ImageNet EfficientNet-Lite0 + MiniLM, heads trained) run with the same budget
+and seeds as the random-init model they pair with (PAIRS); their comparison is its own section:
+    python bench/ablate.py --models amfmn-lite0 ccnet-lite0 ssjdn-lite0 dove-lite0 dual-lite0 --epochs 5 --ablation-seeds 0
 """
 from __future__ import annotations
 
@@ -27,6 +32,10 @@ from bench.report import machine  # noqa: E402
 from rsdemo.models.registry import model_config  # noqa: E402
 
 MODELS = ["amfmn-slim", "ccnet-slim", "ssjdn-slim", "dove-slim", "clip-tiny"]
+# pretrained variant -> the random-init model it is compared with (same architecture; the dual encoder pairs with
+# the from-scratch CLIP)
+PAIRS = {"amfmn-lite0": "amfmn-slim", "ccnet-lite0": "ccnet-slim", "ssjdn-lite0": "ssjdn-slim",
+         "dove-lite0": "dove-slim", "dual-lite0": "clip-tiny"}
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
 STORE = ROOT / "docs" / "ablation.json"
 
@@ -103,6 +112,35 @@ def report(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def pretraining_report(rows: list[dict], meta: dict) -> str | None:
+    """Each pretrained variant's full rows beside its random-init model's: mean ± std of test mR over seeds."""
+    full: dict[str, list] = {}
+    for r in rows:
+        if r["variant"] == "full":
+            full.setdefault(r["model"], []).append(r)
+    pairs = [(p, b) for p, b in PAIRS.items() if p in full and b in full]
+    if not pairs:
+        return None
+    lines = ["## Pretrained vs random-init backbones (synthetic world, test split)", "",
+             f"`python bench/ablate.py` (rows from docs/ablation.json; {meta['epochs']} epochs per run, same batch "
+             f"size, learning rate and seeds for both columns). Random init: slim CNN at 128 px + BiGRU (CLIP-tiny "
+             "for the dual encoder), all weights trained. Pretrained: ImageNet EfficientNet-Lite0 at 224 px (inputs "
+             "in [-1, 1]) + all-MiniLM-L6-v2 word features, both frozen; only the heads train, on the encoders' "
+             "cached outputs.", "",
+             "Train minutes exclude the pretrained encoders' one-time feature caching (see the demo cards' "
+             "`feature_cache_seconds`).", "",
+             "| model | random-init | mR | pretrained | mR | Δ mR | seeds | train min (random / pretrained) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for p, b in pairs:
+        mp, mb = [r["test"]["mr"] for r in full[p]], [r["test"]["mr"] for r in full[b]]
+        seeds = ",".join(str(r["seed"]) for r in full[p])
+        mins = [statistics.mean(r["run_seconds"] for r in full[m]) / 60 for m in (b, p)]
+        lines.append(f"| {p.split('-')[0]} | {b} | {_fmt(mb)} | "
+                     f"{p} | {_fmt(mp)} | {statistics.mean(mp) - statistics.mean(mb):+.2f} | {seeds} | "
+                     f"{mins[0]:.1f} / {mins[1]:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> str:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=MODELS)
@@ -139,14 +177,29 @@ def main(argv=None) -> str:
         order = {(m, v): i for i, (m, v) in enumerate((m, v) for m in a.models for v, _ in variants(m))}
         rows.sort(key=lambda r: (order[(r["model"], r["variant"])], r["seed"]))
         meta = {"data": a.data, "epochs": a.epochs, "machine": machine()}
+        if STORE.is_file() and not a.no_write:
+            # keep the stored rows of the models not run now (same protocol required)
+            stored = json.loads(STORE.read_text())
+            if (stored["meta"]["data"], stored["meta"]["epochs"]) != (meta["data"], meta["epochs"]):
+                raise SystemExit(f"{STORE} holds {stored['meta']['epochs']}-epoch runs on {stored['meta']['data']}; "
+                                 f"rerun those settings (--epochs, --data) or move the file")
+            ran = set(a.models)
+            rows = [r for r in stored["runs"] if r["model"] not in ran] + rows
+            names = list(dict.fromkeys([*MODELS, *PAIRS, *(r["model"] for r in rows)]))
+            rows.sort(key=lambda r: names.index(r["model"]))
         if not a.no_write:
             STORE.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
-    body = report(rows, meta)
+    body = report([r for r in rows if r["model"] not in PAIRS], meta)
+    pre = pretraining_report(rows, meta)
     print(body)
+    if pre:
+        print("\n" + pre)
     if not a.no_write:
         sys.path.insert(0, str(ROOT / "scripts"))
         from results import write_section
         write_section("ablation", body)
+        if pre:
+            write_section("pretraining", pre)
     return body
 
 

@@ -170,6 +170,7 @@ def train(a: TrainArgs) -> dict:
     size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
     from . import features
     freeze = features.frozen(model)
+    t_cache = time.perf_counter()
     if "image" in freeze:
         maps = features.image_features(model, train_ds, a.progress and rank == 0)
 
@@ -182,6 +183,7 @@ def train(a: TrainArgs) -> dict:
             return cache.batch(idx).to(device)
     words = (features.WordCache(model, [c for r in train_ds.records for c in r.captions], a.progress and rank == 0)
              if "text" in freeze else None)
+    cache_seconds = round(time.perf_counter() - t_cache, 1) if freeze else None
     pairs = [(i, c) for i, r in enumerate(train_ds.records) for c in r.captions]
     labels = [r.label for r in train_ds.records]
     steps_per_epoch = max(1, len(pairs) // bs)  # drop the last partial batch: every step sees bs pairs
@@ -217,6 +219,8 @@ def train(a: TrainArgs) -> dict:
                  "epochs": epochs, "batch_size": bs, "lr": lr, "seed": a.seed, "world_size": world,
                  "params": sum(p.numel() for p in model.parameters()), "device": str(device), "cpus": os.cpu_count(),
                  "torch": torch.__version__, "code_version": code_version(),
+                 # frozen encoders: time to compute (or read back) their cached outputs, not in train_seconds
+                 **({"feature_cache_seconds": cache_seconds} if freeze else {}),
                  "command": "rsdemo train " + " ".join(_cli_args(a, epochs, bs, lr))}
 
     def checkpoint(epoch, step):

@@ -259,6 +259,14 @@ def _minilm_parts(where: str):
     return tok, cfg, {k: v for k, v in state.items() if k not in MINILM_UNUSED}
 
 
+def _no_init():
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
+
+
 def minilm_parts():
     d = minilm_dir()
     return _minilm_parts(str(d) if d is not None else MINILM_HUB)
@@ -281,9 +289,12 @@ class MiniLMText(nn.Module):
 
         tok, cfg, state = minilm_parts()
         self.tokenizer = tok
-        self.bert = BertModel(cfg, add_pooling_layer=False)
         if pretrained:
+            with _no_init():   # random init of 22M weights about to be overwritten costs ~1 s
+                self.bert = BertModel(cfg, add_pooling_layer=False)
             self.bert.load_state_dict(state, strict=True)
+        else:
+            self.bert = BertModel(cfg, add_pooling_layer=False)
         self.proj = nn.Linear(cfg.hidden_size, dim)
         self.dim, self.max_words = dim, int(max_words)
         self.frozen = bool(freeze)
