@@ -1,0 +1,189 @@
+"""End to end: a text query through the running app's API (gradio_client over loopback, `/search_text`) to its
+top 10, at 1 and 8 concurrent clients, against the same search called in-process (rsdemo.demo.Demo.search_text)
+in the same run: the difference is what the HTTP API, Gradio's queue and JSON cost.
+
+The app is app.py's `build()`, launched here on 127.0.0.1 and a free port, closed at the end.
+Usage: python bench/e2e.py [--clients 1 8] [--queries 20] [--model NAME] [--no-write]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.common import queries as captions  # noqa: E402
+from bench.report import write_section  # noqa: E402
+
+ENDPOINT = "/search_text"
+TITLE = "## 7. End to end: text query through the app's API"
+
+
+class NoApp(RuntimeError):
+    """The app (app.build with a /search_text endpoint) is not in this checkout."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(gallery=None):
+    """-> the launched gr.Blocks (queue on), or NoApp saying what is missing."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    try:
+        import app
+    except Exception as e:  # noqa: BLE001 - any import failure means: no app to measure
+        raise NoApp(f"app.py does not import ({type(e).__name__}: {e})") from None
+    if not hasattr(app, "build"):
+        raise NoApp("app.py has no build()")
+    demo = app.build(gallery) if gallery is not None else app.build()
+    if not any(getattr(fn, "api_name", None) == ENDPOINT.strip("/") for fn in _fns(demo)):
+        raise NoApp(f"app.build() has no {ENDPOINT} endpoint yet")
+    demo.queue()
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True,
+                show_error=True)
+    return demo
+
+
+def _fns(demo):
+    fns = getattr(demo, "fns", {})
+    return fns.values() if isinstance(fns, dict) else fns
+
+
+def pick_model(client, wanted=None) -> str | None:
+    try:
+        cat = client.predict(api_name="/models")
+    except Exception:  # noqa: BLE001 - an app without /models: let the endpoint use its default
+        return wanted
+    names = [c.get("name") for c in cat] if isinstance(cat, list) else []
+    if wanted:
+        return wanted
+    return "amfmn-slim" if "amfmn-slim" in names else (names[0] if names else None)
+
+
+def timed(client, query: str, model, k: int) -> float:
+    t = time.perf_counter()
+    out = client.predict(query, model, k, api_name=ENDPOINT)
+    dt = time.perf_counter() - t
+    if not isinstance(out, (list, dict)) or (isinstance(out, list) and len(out) != k):
+        raise RuntimeError(f"{ENDPOINT} returned {str(out)[:200]!r}, expected {k} results")
+    return dt
+
+
+def concurrent(url: str, n_clients: int, qs: list[str], model, k: int, per_client: int):
+    """Each of n_clients threads has its own Client and sends per_client queries back to back. -> (latencies,
+    wall seconds)."""
+    from gradio_client import Client
+
+    clients = [Client(url, verbose=False) for _ in range(n_clients)]
+    lat, errors = [], []
+    start = threading.Barrier(n_clients)
+
+    def work(i):
+        try:
+            start.wait()
+            for j in range(per_client):
+                lat.append(timed(clients[i], qs[(i * per_client + j) % len(qs)], model, k))
+        except Exception as e:  # noqa: BLE001 - reported after the threads join
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_clients)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    if errors:
+        raise errors[0]
+    return np.array(lat), wall
+
+
+def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print) -> tuple[str, dict]:
+    from gradio_client import Client
+
+    qs = captions(max(n_queries, 8))
+    try:
+        demo = launch(gallery)
+    except NoApp as e:
+        msg = (f"Not measured in this run: {e}. This section measures app.py's `{ENDPOINT}` endpoint "
+               f"(the app contract) and fills in once it exists: `python bench/e2e.py`.")
+        log(f"  e2e: {msg}")
+        return "\n".join([TITLE, "", msg, ""]), {"skipped": str(e)}
+    try:
+        url = demo.local_url
+        c = Client(url, verbose=False)
+        model = pick_model(c, model)
+        warm = qs[:min(3, n_queries)]
+        for q in warm:  # warm-up: model loading, index, first request
+            timed(c, q, model, k)
+        base = None
+        try:
+            from rsdemo.demo import Demo
+
+            d = Demo()
+            for q in warm:
+                d.search_text(q, model, k)
+            t = []
+            for q in qs[:n_queries]:
+                s = time.perf_counter()
+                d.search_text(q, model, k)
+                t.append(time.perf_counter() - s)
+            base = np.array(t)
+        except Exception as e:  # noqa: BLE001 - the API figures stand without the in-process baseline
+            log(f"  e2e: in-process baseline failed: {type(e).__name__}: {e}")
+        res = {}
+        for n in clients:
+            per = max(3, n_queries // n) if n > 1 else n_queries
+            lat, wall = concurrent(url, n, qs, model, k, per)
+            res[n] = {"p50_ms": float(np.median(lat)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3,
+                      "qps": len(lat) / wall, "count": len(lat)}
+            log(f"  e2e {n} client(s): p50 {res[n]['p50_ms']:.0f} ms")
+    finally:
+        demo.close()
+    lines = [TITLE, "",
+             f"app.py's `build()` launched on 127.0.0.1 with Gradio's queue; `gradio_client.Client.predict(query, "
+             f"model, {k}, api_name=\"{ENDPOINT}\")` from threads of this process, each client its own Client, "
+             f"queries back to back. Model `{model}`. Latency: one request to its top-{k} JSON, p50/p95 over all "
+             f"requests. Baseline: `rsdemo.demo.Demo.search_text` called in-process on the same queries "
+             f"({n_queries} calls). Ratio: API p50 / in-process p50.", "",
+             "| clients | requests | p50 ms | p95 ms | requests/s | p50 vs in-process |", "|---|---|---|---|---|---|"]
+    if base is not None:
+        lines.append(f"| in-process Demo.search_text (baseline) | {len(base)} | {np.median(base) * 1e3:.1f} | "
+                     f"{np.percentile(base, 95) * 1e3:.1f} | {len(base) / base.sum():.1f} | 1.0x |")
+    for n, r in res.items():
+        ratio = f"{r['p50_ms'] / (np.median(base) * 1e3):.1f}x" if base is not None else "n/a"
+        lines.append(f"| {n} | {r['count']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['qps']:.1f} | {ratio} |")
+    lines += ["", "With several clients, requests wait in Gradio's queue (the endpoint's concurrency limit), so "
+              "p50 grows with the number of clients while requests/s shows what the server sustains.", ""]
+    data = {"model": model, "clients": {str(n): r for n, r in res.items()},
+            "baseline_p50_ms": float(np.median(base)) * 1e3 if base is not None else None}
+    return "\n".join(lines), data
+
+
+def main(argv=None) -> str:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--queries", type=int, default=20, help="requests per concurrency level")
+    ap.add_argument("--model", default=None, help="default: amfmn-slim if the app has it, else its first")
+    ap.add_argument("--gallery", default=None, help="passed to app.build (default: the app's own)")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args(argv)
+    body, _ = run(a.clients, a.queries, a.model, gallery=a.gallery)
+    print(body)
+    if not a.no_write:
+        write_section("e2e", body)
+    return body
+
+
+if __name__ == "__main__":
+    main()

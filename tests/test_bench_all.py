@@ -1,0 +1,44 @@
+"""`python -m bench --toy`: every benchmark at toy size, into a temporary doc, so none of them can rot.
+
+CI never runs the real benchmarks (20 minutes); this checks that each section is produced with numbers, that a
+ratio to its baseline is there, that sections written by other scripts survive, and that the plots are written.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_benchmark_at_toy_size(tmp_path):
+    doc = tmp_path / "BENCH.md"
+    doc.write_text("# Benchmarks\n\n<!-- other-script -->\n## Kept\nfrom another script\n<!-- /other-script -->\n")
+    r = subprocess.run([sys.executable, "-m", "bench", "--toy", "--doc", str(doc)], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    text = doc.read_text()
+    assert "failed in the last run" not in text
+    marks = re.findall(r"<!-- ([\w-]+) -->", text)
+    assert marks[:9] == ["machine", "encode", "search", "rerank", "explain", "train", "e2e", "synthetic", "plots"]
+    assert "<!-- other-script -->\n## Kept\nfrom another script\n<!-- /other-script -->" in text
+
+    def section(name):
+        return re.search(rf"<!-- {name} -->(.*?)<!-- /{name} -->", text, re.S).group(1)
+
+    # each section has a table row with numbers and a ratio to its baseline
+    assert re.search(r"\| amfmn-slim \| 128 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("encode"))
+    assert re.search(r"\| flat \(exact\) \| .*\| 1\.0x \|", section("search"))
+    assert re.search(r"\| ivf-pq nprobe=32 \+ exact refine", section("search"))
+    assert re.search(r"\| amfmn-slim \| checkpoint \| [\d.]+ \| [\d.]+ \(\d+x\)", section("rerank"))
+    assert "clip-tiny" in section("rerank")  # named as separable: no stage 2
+    assert re.search(r"\| clip-tiny \| checkpoint \| patch_sim \| [\d.]+ \| [\d.]+ \([\d.]+x\)", section("explain"))
+    assert re.search(r"\| amfmn-slim \| cpu \| 128 \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("train"))
+    assert re.search(r"\| 2 \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("e2e")), section("e2e")
+    machine = section("machine")
+    assert "cores" in machine and "faiss" in machine and "gradio" in machine and "Load average" in machine
+    assert "rsdemo's search layer over raw FAISS" in machine
+    for name in ("bench_search_latency", "bench_model_throughput"):
+        assert (tmp_path / f"{name}.html").stat().st_size > 1000
+        assert f"]({name}.html)" in section("plots")
