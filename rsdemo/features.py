@@ -78,6 +78,8 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32) -> l
     from .data.dataset import load_rgb
     from .data.transforms import image_transform
 
+    if not len(ds):
+        raise ValueError("image_features: the dataset (split) has no images")
     path = image_features_path(model, ds)
     got = _load(path)
     if got is not None and len(got) == 3 and all(v.shape[0] == len(ds) for v in got.values()):

@@ -97,3 +97,20 @@ def load_model(name_or_checkpoint: str | os.PathLike, device: str | None = None)
                          f"train one with `rsdemo train --model {name_or_checkpoint}` or use create_model()")
     raise ValueError(f"{name_or_checkpoint!r} is neither a checkpoint file nor a registered model "
                      f"({', '.join(list_models())})")
+
+
+def default_model(data: str = "synthetic", split: str = "test") -> str:
+    """The committed checkpoint with the best mR on `data`'s `split`, read from the checkpoints' cards (the numbers
+    docs/RESULTS.md shows, written by `rsdemo train` from the saved file): what the demo opens with."""
+    best, best_mr = None, -1.0
+    for card in sorted(CHECKPOINT_DIR.glob("*.json")):
+        try:
+            c = json.loads(card.read_text())
+            mr = float(c["metrics"][split]["mr"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue   # not a model card (README etc.) or a card without that split
+        if c.get("data") == data and card.with_suffix(".safetensors").is_file() and mr > best_mr:
+            best, best_mr = card.stem, mr
+    if best is None:
+        raise ValueError(f"no checkpoint in {CHECKPOINT_DIR} has {split} metrics on {data!r}")
+    return best
