@@ -39,6 +39,9 @@ def main() -> None:
         m = c["metrics"]["test"]
         note = (f"{c['params'] / 1e6:.1f}M params, {c['epochs']} epochs in {c['run_seconds'] / 60:.1f} min on "
                 f"{c['device']} ({c['cpus']} cores), best epoch {c.get('best_epoch')} by val mR")
+        if c.get("config", {}).get("freeze"):
+            note += (f"; encoders frozen ({', '.join(c['config']['freeze'])}: ImageNet Lite0 / MiniLM), heads trained on "
+                     f"their cached outputs (caching {c.get('feature_cache_seconds', 0):.0f} s, not in the minutes)")
         if "mr_embed" in m:
             note += f"; stage-1 embeddings alone: mR {m['mr_embed']:.2f}"
         lines.append(row(c["model"], m, note))

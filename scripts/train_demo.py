@@ -2,6 +2,7 @@
 
     python scripts/train_demo.py                 # train every demo model, then publish
     python scripts/train_demo.py --publish-only  # copy runs/MODEL/best.* to checkpoints/MODEL.*
+    python scripts/train_demo.py --publish-only --models M --from runs/ablate/M/full/seed0   # publish another run
 
 Each model is trained by exactly `rsdemo train --model MODEL --data synthetic --out runs/MODEL` (its card records
 the command); best.safetensors (fp16) and its card become checkpoints/MODEL.safetensors / .json.
@@ -15,16 +16,21 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ["amfmn-slim", "clip-tiny", "ccnet-slim", "ssjdn-slim", "dove-slim"]
+DEMO = ["amfmn-slim", "clip-tiny", "ccnet-slim", "ssjdn-slim", "dove-slim",
+        "amfmn-lite0", "dual-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=DEMO)
     ap.add_argument("--publish-only", action="store_true")
+    ap.add_argument("--from", dest="src", help="with --publish-only and one model: the run folder to publish "
+                    "(its card records the command and budget it was trained with)")
     a = ap.parse_args()
+    if a.src and (len(a.models) != 1 or not a.publish_only):
+        ap.error("--from needs --publish-only and exactly one --models")
     for m in a.models:
-        run = ROOT / "runs" / m
+        run = Path(a.src).resolve() if a.src else ROOT / "runs" / m
         if not a.publish_only:
             subprocess.run([sys.executable, "-m", "rsdemo", "train", "--model", m, "--data", "synthetic",
                             "--out", str(run), "--quiet"], check=True, cwd=ROOT)
