@@ -1,0 +1,89 @@
+"""The dual encoder (rsdemo.models.dual) plus scene-class agreement, for datasets with scene labels (UCM, RSICD...).
+
+Remote-sensing caption sets are organised by scene class, and most of what a caption says is its class ("a piece of
+farmland", "many planes parked at the airport"). Here both towers also predict the scene class, and the class
+posteriors become part of the embedding, so the score rewards an image and a caption that agree on the class:
+
+    e_img = [v / |v|, sqrt(w) * p_img] / norm,   e_txt = [t / |t|, sqrt(w) * p_txt] / norm
+    score = e_img . e_txt  (separable: stage 1 of the search index is exact)
+
+with p = softmax(class logits / class_temperature) and w = `class_weight`. Training: InfoNCE on that score
+(identical captions of other images masked out of the negatives) plus cross-entropy of both class heads on the
+scene labels (`label_loss` weight). The class list comes from the training data (the trainer writes it into the
+config); with no classes the model is exactly the dual encoder. explain() is the dual encoder's maps.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import losses
+from .base import Explanation
+from .dual import DualEncoder
+from .registry import register
+
+
+@register("dual-label")
+class DualLabel(DualEncoder):
+    def __init__(self, config: dict, name: str | None = None, vocab=None):
+        super().__init__(config, name, vocab)
+        n = len(self.classes)
+        self.cls_img = nn.Linear(self.backbone.channels[-1], n) if n else None
+        self.cls_txt = nn.Linear(self.embed_dim, n) if n else None
+        self.class_weight = float(config.get("class_weight", 1.0))
+        self.class_temperature = float(config.get("class_temperature", 1.0))
+        if self.cls_img is not None and self.class_weight > 0:
+            self.embed_dim += n   # the class posteriors are part of the embedding
+
+    def _fuse(self, e: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+        e = self.normalize(e)
+        if logits is None or self.class_weight <= 0:
+            return e
+        p = F.softmax(logits.float() / self.class_temperature, dim=-1)
+        return self.normalize(torch.cat([e, math.sqrt(self.class_weight) * p], -1))
+
+    def _image(self, images):
+        f = self._feats(images)[-1]
+        g = f.mean((2, 3))
+        return self.global_fc(g), (self.cls_img(g) if self.cls_img is not None else None), f
+
+    def _text(self, texts):
+        words, mask, t = self._words(texts)
+        return t, (self.cls_txt(t) if self.cls_txt is not None else None), words, mask
+
+    def encode_image(self, images):
+        v, c, _ = self._image(images)
+        return self._fuse(v, c)
+
+    def encode_text(self, texts):
+        t, c, _, _ = self._text(texts)
+        return self._fuse(t, c)
+
+    def loss(self, images, texts, captions, labels=None, image_ids=None):
+        v, ci, _ = self._image(images)
+        t, ct, _, _ = self._text(texts)
+        s = self._fuse(v, ci) @ self._fuse(t, ct).T
+        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
+        nce = losses.infonce(s, logit_scale=self.logit_scale.clamp(max=math.log(100)), mask=mask)
+        out = {"loss": nce, "infonce": nce.detach()}
+        cls = self.label_ids(labels)
+        if cls is not None and ci is not None and (cls >= 0).any():
+            ce = 0.5 * (F.cross_entropy(ci, cls, ignore_index=-1) + F.cross_entropy(ct, cls, ignore_index=-1))
+            out["loss"] = nce + float(self.config.get("label_loss", 1.0)) * ce
+            out["label_ce"] = ce.detach()
+        return out
+
+    @torch.no_grad()
+    def explain(self, image, text: str) -> Explanation:
+        ex = super().explain(image, text)
+        x = self.one_image(image)
+        ex.score = float((self.encode_image(x) @ self.encode_text([text]).T)[0, 0])
+        if self.classes and self.cls_txt is not None:
+            v, ci, _ = self._image(x)
+            t, ct, _, _ = self._text([text])
+            ex.notes["image_class"] = self.classes[int(ci.argmax())]
+            ex.notes["text_class"] = self.classes[int(ct.argmax())]
+        return ex
