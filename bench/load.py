@@ -8,7 +8,8 @@ queries each, cycling text search, image search (a gallery image uploaded as a f
 the users ask about different images, so an answer meant for another user cannot match: each reply is compared
 with the serial answer to the same query (names and scores), and an image query must also find the uploaded
 image itself first. Reports errors, mismatches, p50/p95/max latency per kind, and the server's resident memory
-(VmRSS) before the first round and after each one. --write puts the table into docs/RELIABILITY.md.
+(VmRSS) before the first round and after each one. --write puts the table into docs/RELIABILITY.md and the raw
+figures into docs/load.json.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "RELIABILITY.md"
+RAW = ROOT / "docs" / "load.json"
 KINDS = ("text", "image", "explain")
 
 
@@ -183,16 +185,17 @@ def table(res: dict, cmd: str) -> str:
                     f"{r['max_s']} | {bk['text']['p95_s']} | {bk['image']['p95_s']} | {bk['explain']['p95_s']} | "
                     f"{r['qps']} | {res['rss_mib'][i + 1] if len(res['rss_mib']) > i + 1 else '-'} |")
     rss = res["rss_mib"]
+    steps = ", ".join(f"{b - a:+.0f}" for a, b in zip(rss, rss[1:]))
     growth = (f"Server RSS {rss[0]} MiB after warm-up and the serial reference pass, {rss[-1]} MiB after the last "
-              f"round ({rss[-1] - rss[0]:+.1f} MiB; between the first and last round {rss[-1] - rss[1]:+.1f} MiB)."
-              if len(rss) > 1 else "")
+              f"round; change per round {steps} MiB." if len(rss) > 1 else "")
     return (f"{res['clients']} gradio_client users x {res['queries_per_client']} mixed queries (text, image upload, "
             f"explain; {res['distinct_queries']} distinct) per round against `python app.py --data {res['data']}` "
             f"on loopback; every answer compared with the same query's serial answer. {growth}\n\n"
             + "\n".join(rows) + f"\n\n`{cmd}` on {res.get('machine') or machine()} (load average "
-            f"{res.get('load_avg_before')} at the start: other jobs shared the cores); the app serves 2 requests at a "
-            f"time "
-            f"(queue default_concurrency_limit=2), so latency includes queueing behind the other users.")
+            f"{res.get('load_avg_before')} at the start: other jobs shared the cores). Each endpoint serves 2 requests "
+            f"at a time (default_concurrency_limit=2 applies per event), so latency includes queueing behind the "
+            f"other users' requests of the same kind; text search, which rescores its shortlist with the model's "
+            f"full score, is the slowest and queues longest.")
 
 
 def main(argv=None) -> int:
@@ -232,6 +235,8 @@ def main(argv=None) -> int:
             ("clients", a.clients, 32), ("queries", a.queries, 50), ("rounds", a.rounds, 3),
             ("data", a.data, "synthetic:60:7")) if v != d) + " --write"
         write_section("load", table(res, cmd), doc=DOC, title=TITLE)
+        if not a.from_json:  # the raw figures beside the doc (`--from-json docs/load.json --write` redraws it)
+            RAW.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {DOC}")
     bad = sum(r["errors"] + r["mismatches"] for r in res["rounds"])
     return 1 if bad else 0
