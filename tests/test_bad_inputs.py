@@ -686,3 +686,11 @@ def test_tiff_with_too_many_bands_for_its_size_refused(tmp_path):
     with pytest.raises(DataError, match="2x2 with 200 bands of 64-bit samples is too large"):
         open_image(p, max_pixels=100)
     assert open_image(p, max_pixels=1000).size == (2, 2)
+
+
+def test_exif_orientation_applied(tmp_path):
+    im = Image.fromarray(noise(20, 40))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": a phone photo taken in portrait
+    im.save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    assert open_image(tmp_path / "phone.jpg").size == (20, 40)
