@@ -130,12 +130,13 @@ def _open_stream(f, name: str, limit: int):
             raise _error(f"{name}: image is over the pixel limit (decompression bomb guard)") from None
         except (OSError, ValueError, SyntaxError, struct.error, EOFError, IndexError, zlib.error) as e:
             raise _error(f"{name}: truncated or corrupt {fmt} file ({_reason(e)})") from None
-        try:
-            from PIL import ImageOps
-            im2 = ImageOps.exif_transpose(im)
+        try:  # only when there is an orientation to apply: exif_transpose copies the image otherwise
+            if im.getexif().get(0x0112, 1) != 1:
+                from PIL import ImageOps
+                return _to_rgb(ImageOps.exif_transpose(im), name)
         except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
-            im2 = im
-        return _to_rgb(im2, name)
+            pass
+        return _to_rgb(im, name)
 
 
 def _reason(e: Exception) -> str:
