@@ -247,3 +247,21 @@ def test_concurrent_users_get_their_own_answers(served):
         assert r["mismatches"] == 0
         assert r["queries"] == 12 and r["p95_s"] > 0
     assert len(res["rss_mib"]) == 3
+
+
+def _handlers(page) -> set[str]:
+    return {getattr(f, "name", "") for f in page.fns.values()}
+
+
+def test_add_folder_not_offered_on_a_space(served, monkeypatch):
+    """Events hidden from the API (api_visibility="private") still run when posted to /gradio_api/queue/join,
+    so "add a folder on this machine" must not exist at all where strangers reach the page."""
+    import app
+
+    monkeypatch.setenv("SPACE_ID", "someone/rsdemo")
+    assert "add_folder" not in _handlers(app.build(demo=served["page"].rsdemo))
+    monkeypatch.delenv("SPACE_ID")
+    monkeypatch.setenv("RSDEMO_ALLOW_FOLDERS", "0")
+    assert "add_folder" not in _handlers(app.build(demo=served["page"].rsdemo))
+    monkeypatch.delenv("RSDEMO_ALLOW_FOLDERS")
+    assert "add_folder" in _handlers(app.build(demo=served["page"].rsdemo))  # the check can see it
