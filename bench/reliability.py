@@ -230,7 +230,9 @@ def pickle_rows(tmp: Path) -> list[tuple[str, str]]:
     shutil.copy(evil, tmp / "evil.safetensors")
     loaders = {"load_model / rsdemo checkpoint": lambda: load_model(tmp / "evil.safetensors"),
                "CLIP local weights (.pt/.bin)": lambda: read_state(evil),
-               "backbone 'pretrained' file": lambda: ImageBackbone("slim", pretrained=str(evil))}
+               "backbone 'pretrained' file (slim, resnet18)": lambda: ImageBackbone("slim", pretrained=str(evil)),
+               "backbone 'pretrained' file (efficientnet_lite0)":
+                   lambda: ImageBackbone("efficientnet_lite0", pretrained=str(evil))}
     rows = []
     for case, fn in loaders.items():
         o = outcome(fn).replace(str(tmp) + "/", "")

@@ -547,6 +547,7 @@ def _load_paths(tmp):
         "CLIP pretrained .bin": lambda p: read_state(_renamed(p, ".bin")),
         "backbone pretrained (slim)": lambda p: ImageBackbone("slim", pretrained=str(p)),
         "backbone pretrained (resnet18)": lambda p: ImageBackbone("resnet18", pretrained=str(p)),
+        "backbone pretrained (efficientnet_lite0)": lambda p: ImageBackbone("efficientnet_lite0", pretrained=str(p)),
         "index embeddings.npy": index_with,
         "training resume state": resume_with,
     }
@@ -560,7 +561,8 @@ def _renamed(p, suffix):
 
 
 LOADERS = ["load_model (.safetensors)", "load_model (any other name)", "CLIP pretrained .pt", "CLIP pretrained .bin",
-           "backbone pretrained (slim)", "backbone pretrained (resnet18)", "index embeddings.npy",
+           "backbone pretrained (slim)", "backbone pretrained (resnet18)", "backbone pretrained (efficientnet_lite0)",
+           "index embeddings.npy",
            "training resume state"]
 
 

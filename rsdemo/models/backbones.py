@@ -77,7 +77,12 @@ def lite0_file() -> Path | None:
 
 @functools.lru_cache(maxsize=2)
 def _lite0_raw(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:  # tensors and plain containers only: a pickle that would build other objects is refused, never run
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, a damaged zip, a missing file
+        from .clip import _reason
+        raise ValueError(f"{path}: refused to load: not a plain weights file (torch.load(weights_only=True): "
+                         f"{_reason(e)})") from None
 
 
 def lite0_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
