@@ -150,8 +150,13 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
             log(f"  e2e {n} client(s): p50 {res[n]['p50_ms']:.0f} ms")
     finally:
         demo.close()
+    try:
+        from rsdemo.demo import DEFAULT_GALLERY
+    except ImportError:
+        DEFAULT_GALLERY = "the app's default"
     lines = [TITLE, "",
-             f"app.py's `build()` launched on 127.0.0.1 with Gradio's queue; `gradio_client.Client.predict(query, "
+             f"app.py's `build({'' if gallery is None else repr(gallery)})` (gallery "
+             f"`{gallery or DEFAULT_GALLERY}`) launched on 127.0.0.1 with Gradio's queue; `gradio_client.Client.predict(query, "
              f"model, {k}, api_name=\"{ENDPOINT}\")` from threads of this process, each client its own Client, "
              f"queries back to back. Model `{model}`. Latency: one request to its top-{k} JSON, p50/p95 over all "
              f"requests. Baseline: `rsdemo.demo.Demo.search_text` called in-process on the same queries "

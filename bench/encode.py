@@ -96,7 +96,7 @@ def measure(spec: dict) -> dict:
                 single = timings(lambda: (text([QUERY]), sync()), max(5, reps * 4))
                 r["text1_ms"] = statistics.median(single) * 1e3
                 text(caps)
-                r["text64_ms"] = statistics.median(timings(lambda: (text(caps), sync()), reps)) * 1e3
+                r["text64_ms"] = statistics.median(timings(lambda: (text(caps), sync()), min(reps, 3))) * 1e3
         out["devices"][dev] = r
     return out
 
@@ -138,9 +138,9 @@ def run(models=None, batch=32, repeats=5, threads=None, inline=False, text_batch
         f"{common['threads']}, `torch.inference_mode`. images/s: median of {repeats} batches. Peak memory: extra "
         f"RSS during the first forward pass of a batch over the RSS with the model loaded, sampled every 1 ms "
         f"(torch's CPU tensors are invisible to tracemalloc); weights: parameter bytes. Text: one query "
-        f"(tokenisation included), median of {max(5, repeats * 4)} calls; a batch of {text_batch} captions, median of "
-        f"{repeats}. Ratios are model / baseline: above 1 means faster than {baseline} at that size (images/s) "
-        f"or slower (latency).", "",
+        f"(tokenisation included), median of {max(5, repeats * 4)} calls; a batch of {text_batch} captions, "
+        f"median of {min(repeats, 3)}. Ratios are model / baseline: above 1 means faster than {baseline} at that "
+        f"size (images/s) or slower (latency).", "",
         ("CUDA is present: the GPU rows are measured too (memory: torch.cuda.max_memory_allocated)." if cuda else
          "No CUDA device on this machine: only CPU rows. The GPU path (same code, `torch.cuda.synchronize`, "
          "memory from `torch.cuda.max_memory_allocated`) runs when a CUDA device is present."), ""]

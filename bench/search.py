@@ -274,6 +274,15 @@ def run(args: list[str], log=print) -> tuple[str, list[dict]]:
             body, r = run_size(n, dim, a, log)
             lines.append(body)
             recs += r
+    hn = [r for r in recs if r["kind"] == "hnsw" and r["dim"] == a.dims[0]]
+    if hn and max(a.sizes) > a.hnsw_max:
+        last = max(hn, key=lambda r: r["n"])
+        n = max(a.sizes)
+        guess = last["build_s"] * n * math.log(n) / (last["n"] * math.log(last["n"]))
+        lines += [f"HNSW at {n:,} was not built: scaling the measured {last['n']:,} build ({last['build_s']:.0f} s) "
+                  f"by n log n gives about {guess / 60:.0f} min on the same threads (an extrapolation, not a "
+                  f"measurement), against {max(r['build_s'] for r in recs if r['n'] == n):.0f} s for the slowest "
+                  f"index that was built at that size.", ""]
     over = [r for r in recs if "overhead" in r]
     if over:
         worst = max(over, key=lambda r: r["overhead"])
