@@ -113,9 +113,20 @@ def _span(span) -> tuple[int, int]:
     return (span.start, span.end) if hasattr(span, "start") else (int(span[0]), int(span[1]))
 
 
+def _word_tokens(tokens: list[str], a: int, b: int) -> tuple[int, int]:
+    """Word span [a, b) -> token span, where tokens are WordPieces ("##" continues the previous word, as MiniLM's
+    tokenizer gives); word tokens map to themselves."""
+    starts = [i for i, t in enumerate(tokens) if not t.startswith("##")]
+    if len(starts) == len(tokens) or a >= len(starts):
+        return a, b
+    # a span past the last (kept) word stays out of range, so phrase_maps skips it as before
+    return starts[a], (starts[b] if b < len(starts) else len(tokens) + (b > len(starts)))
+
+
 def phrase_maps(ex, span) -> dict[str, np.ndarray]:
-    """"<source>_phrase" -> the mean of the span's words' maps, for every per-word source covering the span."""
-    a, b = _span(span)
+    """"<source>_phrase" -> the mean of the span's words' maps, for every per-word source covering the span
+    (a word split into WordPieces contributes all its pieces)."""
+    a, b = _word_tokens(list(ex.tokens), *_span(span))
     out = {}
     for s in word_sources(ex):
         st = _stack(ex, s)

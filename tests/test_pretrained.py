@@ -144,6 +144,14 @@ def test_explain_tokens_are_the_maps_wordpieces(name):
     assert ex.tokens == ["the", "he", "##lip", "##ads", "near", "a", "pond"]
     per_word = [v for v in ex.maps.values() if v.ndim == 3]
     assert per_word and all(v.shape[0] == len(ex.tokens) for v in per_word)
+    # caption spans count words: word 1 ("helipads") is WordPieces 1-3, words 2-4 are pieces 4-6
+    from rsdemo.explain import phrase_maps
+
+    key = "tam_phrase" if name == "ccnet-lite0" else "word_sim_phrase"
+    stack = ex.maps[key[:-len("_phrase")]]
+    assert np.allclose(phrase_maps(ex, (1, 2))[key], stack[1:4].mean(0))
+    assert np.allclose(phrase_maps(ex, (2, 5))[key], stack[4:7].mean(0))
+    assert key not in phrase_maps(ex, (4, 6))          # past the caption's end
 
 
 WORLD = "synthetic:60"     # one small world for every test here (generated once into a shared temp cache)
