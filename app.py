@@ -77,6 +77,15 @@ def _example_images() -> list[str]:
     return sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
 
 
+def folders_allowed(host: str = "127.0.0.1") -> bool:
+    """"Add a folder on this machine" lets whoever reaches the page index the host's folders: on only for a page
+    served on loopback and not on a Space, unless RSDEMO_ALLOW_FOLDERS says 1 (on) or 0 (off)."""
+    env = os.environ.get("RSDEMO_ALLOW_FOLDERS")
+    if env in ("0", "1"):
+        return env == "1"
+    return not os.environ.get("SPACE_ID") and host in ("127.0.0.1", "localhost", "::1")
+
+
 def build(gallery: str | None = None, data: str | None = None, split: str | None = None,
           demo: Demo | None = None, allow_folders: bool | None = None) -> gr.Blocks:
     """The page (default gallery: the synthetic demo gallery, or `gallery` with its `data`). The default model's
@@ -88,7 +97,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
             galleries.append(Gallery())
         demo = Demo(galleries)
     if allow_folders is None:
-        allow_folders = not os.environ.get("SPACE_ID") and os.environ.get("RSDEMO_ALLOW_FOLDERS", "1") != "0"
+        allow_folders = folders_allowed()
     t = time.perf_counter()
     demo.warm()
     log.info("default model %s and its index ready in %.1f s", demo.default, time.perf_counter() - t)
@@ -384,7 +393,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     t = time.perf_counter()
     try:
-        page = build(a.gallery, a.data, a.split)
+        page = build(a.gallery, a.data, a.split, allow_folders=folders_allowed(a.host))
     except (InputError, ValueError, OSError) as e:
         p.exit(2, f"rsdemo app: {e}\n")
     serve(page, server_name=a.host, server_port=a.port, prevent_thread_lock=True)

@@ -79,7 +79,7 @@ def catalogue(dirs=None, prefer: str | None = None) -> list[dict]:
 
 # ---- inputs ------------------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # ANSI escapes, then the rest
 
 
 def clean_query(text) -> str:
@@ -97,14 +97,12 @@ def clean_query(text) -> str:
 
 
 def read_image(image):
-    """An uploaded image (path or PIL) as 8-bit RGB, or InputError saying why it cannot be used."""
-    from PIL import Image
+    """An uploaded image (path or PIL) as 8-bit RGB, or InputError saying why it cannot be used. PIL images go
+    through the same loader, so the pixel limit holds for every caller."""
+    from .imageio import open_image
 
     if image is None:
         raise InputError("Upload an image (PNG, JPEG, TIFF or WebP) first.")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    from .imageio import open_image
 
     try:
         return open_image(image)

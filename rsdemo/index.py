@@ -293,6 +293,7 @@ class Retriever:
 
     rerank_k = 50       # stage-1 shortlist for stage 2 (or k if larger)
     batch_size = 32     # images per forward pass when rescoring
+    prepared_mb = 256   # preprocessed gallery images kept in memory for stage 2
 
     def __init__(self, model, embeddings: np.ndarray, index, manifest: dict):
         self.model = model
@@ -302,6 +303,8 @@ class Retriever:
         self.paths: list[str] = manifest["paths"]
         self.captions: list[dict] | None = manifest.get("captions")
         self._caption_emb = None
+        self._prep: dict[int, torch.Tensor] = {}
+        self._prep_bytes = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -547,18 +550,28 @@ class Retriever:
         with _inference(self.model):
             return _vectors(self.model.encode_image(self.model.preprocess([image])))
 
+    def _prepared(self, j: int) -> torch.Tensor:
+        """Gallery image j decoded and preprocessed for the model (kept up to prepared_mb, so repeated reranks of
+        a demo gallery read and decode no files; float32, so stage-2 scores equal model.score exactly)."""
+        x = self._prep.get(j)
+        if x is None:
+            im, err = _try_load(self.paths[j])
+            if err is not None:
+                raise ValueError(f"stale index: {self.paths[j]} cannot be read any more ({err}); "
+                                 f"rebuild with `rsdemo index`")
+            x = self.model.preprocess([im])[0].cpu()
+            if self._prep_bytes + x.nbytes <= self.prepared_mb << 20:
+                self._prep[j] = x
+                self._prep_bytes += x.nbytes
+        return x
+
     def _rescore(self, ids, text: str) -> np.ndarray:
         out = []
         with _inference(self.model):
             for s in range(0, len(ids), self.batch_size):
-                ims = []
-                for j in ids[s:s + self.batch_size]:
-                    im, err = _try_load(self.paths[j])
-                    if err is not None:
-                        raise ValueError(f"stale index: {self.paths[j]} cannot be read any more ({err}); "
-                                         f"rebuild with `rsdemo index`")
-                    ims.append(im)
-                out.append(self.model.score(self.model.preprocess(ims), [text])[:, 0].float().cpu().numpy())
+                batch = torch.stack([self._prepared(int(j)) for j in ids[s:s + self.batch_size]])
+                batch = batch.to(self.model.device)
+                out.append(self.model.score(batch, [text])[:, 0].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
