@@ -148,6 +148,14 @@ def headline(data: dict) -> list[str]:
     return out
 
 
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its finished children (the encode workers)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def machine_section(info0: dict, info1: dict, ver: dict, times: list, data: dict, total: float, argv) -> str:
     import torch
 
@@ -155,7 +163,10 @@ def machine_section(info0: dict, info1: dict, ver: dict, times: list, data: dict
     gpu = torch.cuda.get_device_name(0) if cuda else "none (torch.cuda.is_available() is False): GPU rows not measured"
     lines = ["## Machine, versions and headline", "",
              f"`python -m bench{' ' + ' '.join(argv) if argv else ''}` on "
-             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC, {total / 60:.1f} min in all.", "",
+             f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC: {total / 60:.1f} min wall clock, "
+             f"{cpu_seconds() / 60:.1f} min of CPU time (user + system, this process and its workers). On "
+             f"{info0['cores']} cores that nobody else uses, the wall clock is at most about the CPU time (most "
+             f"steps use 1-2 threads); under load it stretches, as the load averages below show.", "",
              f"- CPU: {info0['cpu']}, {info0['cores']} cores; RAM {info0['ram_gib']} GiB; {info0['os']}",
              f"- GPU: {gpu}",
              "- Versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
@@ -163,8 +174,8 @@ def machine_section(info0: dict, info1: dict, ver: dict, times: list, data: dict
              f"(model training, tests) shared this machine during the run, so absolute figures are pessimistic; "
              f"each ratio compares two measurements taken minutes apart under the same conditions.", "",
              "Headline (this run):", "", *headline(data), "",
-             "| section | wall s | load average at its end |", "|---|---|---|",
-             *[f"| {n} | {s:.0f} | {ld} |" for n, s, ld in times], ""]
+             "| section | wall s | CPU s | load average at its end |", "|---|---|---|---|",
+             *[f"| {n} | {s:.0f} | {c:.0f} | {ld} |" for n, s, c, ld in times], ""]
     return "\n".join(lines)
 
 
@@ -195,7 +206,7 @@ def main(argv=None) -> int:
             dims += sorted({m["dim"] for m in data["encode"]["models"].values()})
             c = [*c, "--dims", *[str(d) for d in dict.fromkeys(d for d in dims if d)]]
         log(f"{name} ...")
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), cpu_seconds()
         try:
             new[name], data[name] = step(name, c, log)
         except Exception as e:  # noqa: BLE001 - one broken section must not cost the others' 20 minutes
@@ -204,7 +215,7 @@ def main(argv=None) -> int:
                          f"{traceback.format_exc()[-3000:]}```\n")
             log(f"{name} FAILED: {type(e).__name__}: {e}")
         secs = time.perf_counter() - t
-        times.append((name, secs, ", ".join(f"{x:.1f}" for x in os.getloadavg())))
+        times.append((name, secs, cpu_seconds() - cpu, ", ".join(f"{x:.1f}" for x in os.getloadavg())))
         log(f"{name}: {secs:.0f} s")
         assemble(doc, new)  # after every section: a crash later keeps what is done
     if not a.no_plots and not a.only:
