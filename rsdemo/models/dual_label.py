@@ -31,7 +31,13 @@ class DualLabel(DualEncoder):
     def __init__(self, config: dict, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
         n = len(self.classes)
-        self.cls_img = nn.Linear(self.backbone.channels[-1], n) if n else None
+        # "multiscale": the image feature is the mean of all three maps (stride 8, 16, 32) side by side, not only
+        # the last: counts and small objects (planes, cars, tanks) live in the finer maps
+        self.multiscale = bool(config.get("multiscale", False))
+        width = sum(self.backbone.channels) if self.multiscale else self.backbone.channels[-1]
+        if self.multiscale:
+            self.global_fc = nn.Linear(width, self.embed_dim)
+        self.cls_img = nn.Linear(width, n) if n else None
         self.cls_txt = nn.Linear(self.embed_dim, n) if n else None
         self.class_weight = float(config.get("class_weight", 1.0))
         self.class_temperature = float(config.get("class_temperature", 1.0))
@@ -46,9 +52,16 @@ class DualLabel(DualEncoder):
         return self.normalize(torch.cat([e, math.sqrt(self.class_weight) * p], -1))
 
     def _image(self, images):
-        f = self._feats(images)[-1]
+        feats = self._feats(images)
+        f = feats[-1]
+        if self.multiscale:   # finer maps pooled onto the last map's grid: the grid's mean is each map's mean
+            f = torch.cat([F.adaptive_avg_pool2d(m, f.shape[-2:]) for m in feats[:-1]] + [f], 1)
         g = f.mean((2, 3))
         return self.global_fc(g), (self.cls_img(g) if self.cls_img is not None else None), f
+
+    def _visual(self, images):
+        v, _, f = self._image(images)
+        return v, f
 
     def _text(self, texts):
         words, mask, t = self._words(texts)
