@@ -217,3 +217,23 @@ def test_dual_label_uses_scene_classes():
     assert out["label_ce"].item() < first
     ex = m.explain(images[0], caps[0])
     assert ex.notes["image_class"] in m.classes and abs(ex.score - float(m.score(x[:1], caps[:1]))) < 1e-3
+
+
+def test_amfmn_ranking_code_matches_recall_without_ties():
+    """scripts/ucm.py's replica of AMFMN's argsort ranking: equal to rsdemo.recall when no score ties, and between
+    the pessimistic and optimistic rules when captions tie."""
+    import importlib.util
+
+    from rsdemo.evaluate import recall
+
+    spec = importlib.util.spec_from_file_location("ucm_script", Path(__file__).resolve().parents[1] / "scripts" / "ucm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(0)
+    owner = np.repeat(np.arange(30), 5)
+    sim = rng.normal(size=(30, 150))
+    got, ref = mod.amfmn_code_recall(sim, owner), recall(sim, owner)
+    assert all(got[k] == pytest.approx(ref[k]) for k in got)
+    tied = np.round(sim, 0)   # many exact ties
+    lo, hi = recall(tied, owner)["mr"], recall(tied, owner, ties="optimistic")["mr"]
+    assert lo <= mod.amfmn_code_recall(tied, owner)["mr"] <= hi and lo < hi
