@@ -124,19 +124,20 @@ def pretraining_report(rows: list[dict], meta: dict) -> str | None:
     lines = ["## Pretrained vs random-init backbones (synthetic world, test split)", "",
              f"`python bench/ablate.py` (rows from docs/ablation.json; {meta['epochs']} epochs per run, same batch "
              f"size, learning rate and seeds for both columns). Random init: slim CNN at 128 px + BiGRU (CLIP-tiny "
-             "for the dual encoder), all weights trained. Pretrained: ImageNet EfficientNet-Lite0 at 224 px (inputs "
-             "in [-1, 1]) + all-MiniLM-L6-v2 word features, both frozen; only the heads train, on the encoders' "
+             "for the dual encoder), all weights trained. Pretrained: ImageNet EfficientNet-Lite0 (inputs in [-1, 1], "
+             "at the px shown) + all-MiniLM-L6-v2 word features, both frozen; only the heads train, on the encoders' "
              "cached outputs.", "",
-             "Train minutes exclude the pretrained encoders' one-time feature caching (see the demo cards' "
-             "`feature_cache_seconds`).", "",
-             "| model | random-init | mR | pretrained | mR | Δ mR | seeds | train min (random / pretrained) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "Train minutes are wall time on a shared 2-core machine (other jobs ran beside the pretrained runs) and "
+             "exclude the encoders' one-time feature caching (the demo cards' `feature_cache_seconds`).", "",
+             "| model | random-init | mR | pretrained | px | mR | Δ mR | seeds | train min (random / pretrained) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for p, b in pairs:
         mp, mb = [r["test"]["mr"] for r in full[p]], [r["test"]["mr"] for r in full[b]]
         seeds = ",".join(str(r["seed"]) for r in full[p])
         mins = [statistics.mean(r["run_seconds"] for r in full[m]) / 60 for m in (b, p)]
         lines.append(f"| {p.split('-')[0]} | {b} | {_fmt(mb)} | "
-                     f"{p} | {_fmt(mp)} | {statistics.mean(mp) - statistics.mean(mb):+.2f} | {seeds} | "
+                     f"{p} | {model_config(p).get('image_size')} | {_fmt(mp)} | "
+                     f"{statistics.mean(mp) - statistics.mean(mb):+.2f} | {seeds} | "
                      f"{mins[0]:.1f} / {mins[1]:.1f} |")
     return "\n".join(lines)
 
