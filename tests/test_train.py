@@ -18,7 +18,15 @@ DATA = "synthetic:80:4"
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path_factory, monkeypatch):
+    """A shared cache, and one thread in this process and in the runs it starts: bitwise comparisons between an
+    in-process run and a subprocess hold only when both sum in the same order (earlier tests in a session may
+    leave torch with another thread count than a fresh process gets)."""
     monkeypatch.setenv("RSDEMO_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    was = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(was)
 
 
 def _args(out, **kw):
