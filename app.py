@@ -10,6 +10,7 @@ import argparse
 import functools
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
@@ -272,8 +273,11 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                             "(written by the project's scripts).")
                 gr.Dataframe(_cards_table(demo), interactive=False, wrap=True)
                 with gr.Row():
-                    gr.Plot(_retrieval_figure(), label="retrieval")
-                    gr.Plot(_faithfulness_figure(), label="heatmap faithfulness")
+                    gr.Plot(_retrieval_figure("demo", "Synthetic world, test split: mR (docs/RESULTS.md)"),
+                            label="retrieval, synthetic")
+                    gr.Plot(_retrieval_figure("ucm", "UCM-captions, AMFMN split: mR (ours and published)"),
+                            label="retrieval, UCM-captions")
+                gr.Plot(_faithfulness_figure(), label="heatmap faithfulness")
                 card_pick = gr.Dropdown(demo.names(), value=demo.default, label="model card")
                 card = gr.JSON(demo.info(demo.default)["card"])
 
@@ -336,17 +340,29 @@ def _cards_table(demo: Demo):
                                        "val mR", "test mR"])
 
 
-def _retrieval_figure():
+def _short(model: str) -> str:
+    """A results-table row's label, short enough for a chart axis."""
+    m = re.match(r"`([^`]+)`", model)
+    if m:
+        return m.group(1) + (" (zero-shot)" if "zero-shot" in model else "")
+    if model.startswith("published:"):
+        return "published " + model.split(":", 1)[1].split("(")[0].strip()
+    return model
+
+
+def _retrieval_figure(section: str, title: str):
+    """mR per row of one docs/RESULTS.md section (its first mR column), best first."""
     import plotly.graph_objects as go
 
-    fig = go.Figure()
-    for section, rows in results_tables().items():
-        pts = [(r.get("model", ""), number(r.get("mR"))) for r in rows
-               if number(r.get("mR")) is not None and r.get("variant", "full") in ("full", "")]
-        if pts:
-            fig.add_bar(x=[p[0] for p in pts], y=[p[1] for p in pts], name=section)
-    fig.update_layout(title="Retrieval: mR by model (docs/RESULTS.md)", yaxis_title="mR", barmode="group",
-                      height=380, margin={"t": 50, "b": 40})
+    rows = results_tables().get(section, [])
+    col = next((c for c in (rows[0] if rows else {}) if c.startswith("mR")), None)
+    pts = sorted(((_short(r.get("model", "")), number(r.get(col))) for r in rows if number(r.get(col)) is not None),
+                 key=lambda p: -p[1])
+    fig = go.Figure(go.Bar(x=[p[0] for p in pts], y=[p[1] for p in pts], text=[f"{p[1]:.1f}" for p in pts],
+                           textposition="outside",
+                           marker_color=["#9aa5b1" if p[0].startswith(("published", "baseline")) else "#2f6fdb"
+                                         for p in pts]))
+    fig.update_layout(title=title, yaxis_title="mR", height=400, margin={"t": 50, "b": 120})
     return fig
 
 

@@ -60,16 +60,17 @@ def catalogue(dirs=None, prefer: str | None = None) -> list[dict]:
     docs/RESULTS.md is written from), so the default model is the measured best, never picked by hand."""
     found = {}
     for d in dirs if dirs is not None else checkpoint_dirs():
-        for card_file in sorted(Path(d).glob("*.json")):
+        for card_file in sorted(Path(d).rglob("*.json")):  # subfolders too: checkpoints/ucm/NAME, ...
             ck = card_file.with_suffix(".safetensors")
-            if not ck.is_file() or card_file.stem in found:
+            name = card_file.relative_to(d).with_suffix("").as_posix()
+            if not ck.is_file() or name in found:
                 continue
             try:
                 card = json.loads(card_file.read_text())
             except (OSError, ValueError):
                 continue  # not a model card (or a broken one): not offered
             test = (card.get("metrics") or {}).get("test") or {}
-            found[card_file.stem] = {"name": card_file.stem, "description": card.get("description", ""),
+            found[name] = {"name": name, "description": card.get("description", ""),
                                      "mr": test.get("mr"), "data": card.get("data", ""), "card": card,
                                      "checkpoint": str(ck)}
     rows = list(found.values())
@@ -449,6 +450,6 @@ def results_tables(doc: str | os.PathLike = RESULTS_DOC) -> dict[str, list[dict]
 
 
 def number(text) -> float | None:
-    """'62.57 ± 1.11' -> 62.57; '' or '-' -> None."""
-    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", str(text or ""))
+    """'62.57 ± 1.11' or '**62.57** ± 1.11' -> 62.57; '' or '-' -> None."""
+    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", str(text or "").replace("*", ""))
     return float(m.group(1)) if m else None
