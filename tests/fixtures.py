@@ -5,6 +5,7 @@ lookup by stem. Deliberate defects, for the problem and leakage tests, are liste
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -159,3 +160,26 @@ def write_folder(root: Path) -> Path:
     lines = ["image,caption,split,label"] + [",".join(r) for r in CSV_ROWS]
     (root / "captions.csv").write_text("\n".join(lines) + "\n")
     return root
+
+
+# ---- the demo page -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def serve_app(data: str, cache, **launch):
+    """app.build over `data`, launched as `python app.py` launches it (plus `launch` overrides, e.g. more
+    allowed_paths) on loopback with its own RSDEMO_CACHE; yields the page and closes it afterwards."""
+    old = os.environ.get("RSDEMO_CACHE")
+    os.environ["RSDEMO_CACHE"] = str(cache)
+    import app
+
+    page = app.build(data=data)
+    app.serve(page, **{"server_name": "127.0.0.1", "server_port": None, "prevent_thread_lock": True,
+                       "quiet": True, **launch})
+    try:
+        yield page
+    finally:
+        page.close()
+        if old is None:
+            os.environ.pop("RSDEMO_CACHE", None)
+        else:
+            os.environ["RSDEMO_CACHE"] = old
+

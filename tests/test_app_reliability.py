@@ -18,8 +18,10 @@ from PIL import Image
 
 try:
     from .badfiles import encoded, noise, png_bomb_header, write_tiff
+    from .fixtures import serve_app
 except ImportError:
     from badfiles import encoded, noise, png_bomb_header, write_tiff
+    from fixtures import serve_app
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,9 +32,6 @@ QUERY = "two white planes parked beside the runway"
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """(page, client, url, a folder added to allowed_paths that holds a link out of it, a file outside)."""
-    cache = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("RSDEMO_CACHE")
-    os.environ["RSDEMO_CACHE"] = str(cache)
     import app
 
     outside = tmp_path_factory.mktemp("secret") / "secret.txt"
@@ -40,23 +39,14 @@ def served(tmp_path_factory):
     allowed = tmp_path_factory.mktemp("allowed")
     (allowed / "ok.txt").write_text("served\n")
     (allowed / "link.txt").symlink_to(outside)
-    page = app.build(data=GALLERY)
     sys.path.insert(0, str(ROOT))
     from bench.load import free_port
-
-    app.serve(page, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
-              allowed_paths=[*app.LAUNCH["allowed_paths"], str(allowed)])
     from gradio_client import Client
 
-    try:
+    with serve_app(GALLERY, tmp_path_factory.mktemp("cache"), server_port=free_port(),
+                   allowed_paths=[*app.LAUNCH["allowed_paths"], str(allowed)]) as page:
         yield {"page": page, "client": Client(page.local_url, verbose=False), "url": page.local_url,
                "allowed": allowed, "outside": outside}
-    finally:
-        page.close()
-        if old is None:
-            os.environ.pop("RSDEMO_CACHE", None)
-        else:
-            os.environ["RSDEMO_CACHE"] = old
 
 
 def still_answers(client):
