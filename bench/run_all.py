@@ -2,7 +2,7 @@
 
     python -m bench                      # the full run (about 15-20 min on 2 CPU cores)
     python -m bench --toy --doc /tmp/B.md  # every benchmark at toy size (a minute), for tests
-    python -m bench --only search e2e    # some sections; the others keep what the doc had
+    python -m bench --only search e2e    # some sections; the others (and the header) keep what the doc had
 
 Sections: machine and versions (with the headline ratios), 1-2 encoding, 3 search, 4 rerank, 5 explanations,
 6 training, 7 end to end through the app's API, synthetic-world generation, plots. Every figure is the median of
@@ -215,6 +215,11 @@ def main(argv=None) -> int:
                          f"{traceback.format_exc()[-3000:]}```\n")
             log(f"{name} FAILED: {type(e).__name__}: {e}")
         secs = time.perf_counter() - t
+        if a.only:  # say so: the header's timings and load are the full run's
+            new[name] = new[name].rstrip() + (
+                f"\n\n_This section was rerun alone (`python -m bench {' '.join(args)}`, "
+                f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M')} UTC, {secs:.0f} s, load average "
+                f"{os.getloadavg()[0]:.1f}); the header's timings are the full run's._\n")
         times.append((name, secs, cpu_seconds() - cpu, ", ".join(f"{x:.1f}" for x in os.getloadavg())))
         log(f"{name}: {secs:.0f} s")
         assemble(doc, new)  # after every section: a crash later keeps what is done
@@ -233,7 +238,8 @@ def main(argv=None) -> int:
         new["plots"] = "\n".join(["## Plots", "", "Latency against gallery size (section 3) and throughput per "
                                   "model (sections 1 and 6), written by bench/plots.py in the same run.", "", *out])
     total = time.perf_counter() - t_all
-    new["machine"] = machine_section(info0, system(), ver, times, data, total, args)
+    if not a.only:  # a partial rerun keeps the full run's header (its headline needs every section's data)
+        new["machine"] = machine_section(info0, system(), ver, times, data, total, args)
     assemble(doc, new)
     log(f"wrote {doc} in {total / 60:.1f} min" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
