@@ -19,7 +19,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr
 
 from rsdemo import Demo, Gallery, InputError
-from rsdemo.demo import MAX_K, number, read_image, results_tables, thumbnail
+from rsdemo.demo import MAX_K, domain, number, read_image, results_tables, thumbnail
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 log = logging.getLogger("rsdemo.app")
@@ -49,8 +49,8 @@ def _safe(fn):
 
 
 def _choices(demo: Demo, gallery: str | None = None):
-    return [(f"{m['name']}  ·  mR {m['mr']:.1f}" if m["mr"] is not None else m["name"], m["name"])
-            for m in demo.models_for(gallery)]
+    return [(f"{m['name']}  ·  {domain(m['data'])} mR {m['mr']:.1f}" if m["mr"] is not None else m["name"],
+             m["name"]) for m in demo.models_for(gallery)]
 
 
 def _gallery_md(demo: Demo, gallery: str | None = None) -> str:
@@ -62,7 +62,7 @@ def _gallery_md(demo: Demo, gallery: str | None = None) -> str:
 def _model_md(demo: Demo, name: str) -> str:
     m = demo.info(name)
     c = m["card"]
-    bits = [f"trained on **{c.get('data', '?')}**", f"{c.get('params', 0) / 1e6:.1f}M params"]
+    bits = [f"trained on **{domain(c.get('data'))}**", f"{c.get('params', 0) / 1e6:.1f}M params"]
     if c.get("epochs"):
         bits.append(f"{c['epochs']} epochs")
     mr = f"test mR **{m['mr']:.2f}**" if m["mr"] is not None else "no test metrics"
@@ -332,7 +332,7 @@ def _cards_table(demo: Demo):
         c = m["card"]
         val = ((c.get("metrics") or {}).get("val") or {}).get("mr")
         minutes = c.get("train_seconds")
-        rows.append([m["name"], c.get("data", ""), c.get("arch", ""), f"{c.get('params', 0) / 1e6:.2f}M",
+        rows.append([m["name"], domain(c.get("data")), c.get("arch", ""), f"{c.get('params', 0) / 1e6:.2f}M",
                      c.get("epochs", ""), f"{minutes / 60:.1f}" if minutes else "", c.get("device", ""),
                      round(val, 2) if val is not None else None, round(m["mr"], 2) if m["mr"] is not None else None])
     import pandas as pd
