@@ -73,6 +73,7 @@ def _eval(a) -> int:
         model = load_model(a.checkpoint, device=a.device)
         if a.data is None:  # the data the checkpoint was trained and carded on
             a.data = model.card.get("data", "synthetic")
+            a.images = a.images or model.card.get("images")
     a.data = a.data or "synthetic"
     ds = open_dataset(a.data, images=a.images)
     if a.split != "all":
