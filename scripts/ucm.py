@@ -444,6 +444,7 @@ def write(args) -> str:
         am = ours.get("amfmn-lite0")
         codes = {m: table[m]["val_code_mr"] for m in table if table[m].get("val_code_mr") is not None}
         am_code = codes.get("amfmn-lite0")
+        r10 = [table[m]["val_t2i_r10"] for m in table if m.endswith("-lite0")]
         lines.append(
             f"On the AMFMN split: our AMFMN (`amfmn-lite0`) {'%.2f' % am if am is not None else 'n/a'} mR vs the "
             f"published AMFMN-fusion 46.08 ({'%+.2f' % (am - 46.08) if am is not None else 'n/a'}); the best row "
@@ -457,10 +458,13 @@ def write(args) -> str:
             + (f", where `amfmn-lite0` reaches {am_code:.2f} ({am_code - 46.08:+.2f} vs AMFMN-fusion) and the best "
                f"row {max(codes.values()):.2f} ({max(codes.values()) - 56.36:+.2f} vs RemoteCLIP)"
                if am_code is not None else "") +
-            ", and with ties broken in the model's favour (an upper bound). Frozen ImageNet/sentence features put nearly every caption's image class right (t2i R@10 above "
-            "90) but separate images within a class little (t2i R@1 near the 10% of a random pick among a class's "
-            "10 test images); closing the gap needs the backbones fine-tuned on RS pairs (not affordable on 2 CPU "
-            "cores in this budget; no GPU was lent to this task) or RS-pretrained weights.")
+            ", and with ties broken in the model's favour (an upper bound). "
+            + (f"Frozen ImageNet/sentence features put nearly every caption's image class right (t2i R@10 of "
+               f"{min(r10):.0f}-{max(r10):.0f} for the pretrained rows) but separate images within a class little "
+               if r10 else "") +
+            "(t2i R@1 near the 10% of a random pick among a class's 10 test images); closing the gap needs the "
+            "backbones fine-tuned on RS pairs (not affordable on 2 CPU cores in this budget; no GPU was lent to this "
+            "task) or RS-pretrained weights.")
     devs = []
     for m, d in res["dev"].items():
         if m not in table:
