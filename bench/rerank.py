@@ -10,14 +10,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.common import gallery_paths, median_ms, model_for, queries  # noqa: E402
+from bench.common import gallery_paths, model_for, queries  # noqa: E402
 from bench.report import write_section  # noqa: E402
+
+
+def runs_ms(fn, qs, repeats: int) -> float:
+    """Median ms over `repeats` runs of fn(q) for each query q."""
+    out = []
+    for _ in range(repeats):
+        for q in qs:
+            t = time.perf_counter()
+            fn(q)
+            out.append(time.perf_counter() - t)
+    return statistics.median(out) * 1e3
 
 
 def run(models=None, gallery=300, ks=(10, 25, 50, 100, 200), n_queries=5, repeats=3, threads=None,
@@ -40,17 +52,18 @@ def run(models=None, gallery=300, ks=(10, 25, 50, 100, 200), n_queries=5, repeat
             continue
         r = Retriever.build(m, paths, progress=False)
         r.search_text(qs[0], k=10, rerank=ks[0])  # warm-up
-        stage1 = sum(median_ms(lambda q=q: r.search_text(q, k=10, rerank=False), repeats) for q in qs) / len(qs)
+        # the median over every (query, repeat) run: one run stalled by another process must not move the figure
+        stage1 = runs_ms(lambda q: r.search_text(q, k=10, rerank=False), qs, repeats)
         row = {"weights": how, "stage1_ms": stage1, "k": {}}
         for k in ks:
-            row["k"][k] = sum(median_ms(lambda q=q: r.search_text(q, k=10, rerank=k), repeats)
-                              for q in qs) / len(qs)
+            row["k"][k] = runs_ms(lambda q, k=k: r.search_text(q, k=10, rerank=k), qs, repeats)
         res[name] = row
         log(f"  rerank {name}: {time.perf_counter() - t0:.0f} s")
     lines = ["## 4. Rerank cost against the shortlist size K", "",
              f"Non-separable models (their score is not the embedding dot product, so search_text reranks a stage-1 "
              f"shortlist of K with model.score). Gallery: {len(paths)} synthetic-world images; top 10 returned; "
-             f"each figure the mean over {len(qs)} caption queries of the median of {repeats} runs, torch threads "
+             f"each figure the median of {len(qs) * repeats} runs ({len(qs)} caption queries x {repeats}), torch "
+             f"threads "
              f"{threads or os.cpu_count()}. Baseline: stage 1 alone (`rerank=False`: encode the text, search the "
              f"flat index) on the same index. The rsdemo default is K = {Retriever.rerank_k}. "
              f"Separable models (no stage 2): {', '.join(skipped) or 'none'}.", "",
