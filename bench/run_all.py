@@ -31,9 +31,9 @@ TITLE = ("# Benchmarks\n\nEvery figure here is written by a script in bench/; `p
          "all (the sections below name their own commands too).\n")
 
 FULL = {
-    "encode": {"batch": 16, "repeats": 5, "text_batch": 64},
+    "encode": {"batch": 16, "repeats": 3, "text_batch": 64},
     "search": ["--sizes", "1000", "10000", "100000", "1000000", "--build-threads", str(os.cpu_count() or 1)],
-    "rerank": {"gallery": 200, "ks": (10, 50, 100, 200), "n_queries": 3, "repeats": 1},
+    "rerank": {"gallery": 100, "ks": (10, 25, 50, 100), "n_queries": 3, "repeats": 1},
     "explain": {"repeats": 3},
     "train": {"batch": 16, "steps": 2, "data": "synthetic:120"},
     "e2e": {"clients": (1, 8), "n_queries": 24},
