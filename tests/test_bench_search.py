@@ -24,7 +24,7 @@ def test_bench_search_runs_at_toy_size():
     recall, row = _table(lines, start, "| hnsw efSearch=128 ", "recall@10")
     assert recall >= 0.95, row
     assert not any(line.startswith(("| ivf", "| fp16")) for line in lines[start:]), "IVF/fp16 below 10k"
-    assert any(line.startswith("| flat (exact) |") and line.count("|") == 6 for line in lines[start:]), \
+    assert any(line.startswith("| flat (exact) |") and line.count("|") == 7 for line in lines[start:]), \
         "no rsdemo-vs-raw overhead row for flat"
 
 
