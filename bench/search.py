@@ -264,8 +264,8 @@ def run(args: list[str], log=print) -> tuple[str, list[dict]]:
         "## 3. Gallery search: exact, fp16, HNSW, IVF", "",
         f"`{' '.join(['python bench/search.py', *args])}`", "",
         f"Synthetic L2-normalised float32 embeddings: {a.clusters} gaussian cluster centres, noise norm {a.noise}; "
-        f"queries drawn the same way, none in the gallery. Top {K}. Dim {a.dims[0]} (the default model's, "
-        f"amfmn-slim's) at every size; "
+        f"queries drawn the same way, none in the gallery. Top {K}. Dim {a.dims[0]} (the embedding size of "
+        f"the demo models) at every size; "
         + (f"the other model dims ({', '.join(map(str, a.dims[1:]))}) up to {a.small_max:,}. " if a.dims[1:] else "")
         + f"HNSW M={M}, efConstruction={EF_CONSTRUCTION} (the Retriever's defaults), one index, efSearch set per row. "
         f"IVF nlist = min(1024, 4 sqrt(n)), k-means of 10 iterations on at most 64 gallery vectors a list; "
