@@ -1,9 +1,10 @@
 """Cached outputs of frozen encoders, so a model with frozen pretrained backbones trains its heads only.
 
-A frozen encoder gives the same output for the same input every epoch (training uses no augmentation), so the
-trainer computes it once per dataset and reads it back:
+A frozen encoder gives the same output for the same input every epoch (the only augmentation, the dihedral
+views, is a fixed set of 8 inputs per image), so the trainer computes it once per dataset and reads it back:
 
-- image_features(model, ds): the backbone's [f8, f16, f32] maps of every image of ds (fp16), in ds order.
+- image_features(model, ds): the backbone's [f8, f16, f32] maps of every image of ds (fp16), in ds order;
+  with views=8, of the 8 rotations/mirrors of every image too (view-major: row v*N + i is view v of image i).
 - WordCache(model, captions): the frozen MiniLM's 384-d word features of every distinct caption (fp16).
 
 Files live in RSDEMO_CACHE/features/ (default ~/.cache/rsdemo/features). The key covers everything the output
@@ -31,9 +32,11 @@ def cache_root() -> Path:
     return cache_dir() / "features"
 
 
-def weights_hash(module: torch.nn.Module) -> str:
+def weights_hash(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
     h = hashlib.sha1()
     for k, v in module.state_dict().items():
+        if skip and k.startswith(skip):
+            continue
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else
                  v.detach().cpu().float().numpy().tobytes())
@@ -65,30 +68,39 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
 
 
-def image_features_path(model, ds) -> Path:
+def image_features_path(model, ds, views: int = 1) -> Path:
     bb = model.backbone
     size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
-    key = hashlib.sha1("|".join([VERSION, images_key(ds), bb.kind, weights_hash(bb), str(size), norm]).encode())
-    return cache_root() / f"img-{bb.kind}-{size}-{len(ds)}-{key.hexdigest()[:20]}.safetensors"
+    # a model tuning the backbone's top layers reads only f8 and f16 from the cache (f32 is recomputed), so the
+    # key leaves those layers out: the cache stays valid while they train
+    skip = bb.top_prefixes() if getattr(model, "tune_top", False) else ()
+    parts = ([VERSION, images_key(ds), bb.kind, weights_hash(bb, skip), str(size), norm] + [f"skip={skip}"] * bool(skip)
+             + [f"views={views}"] * (views > 1))
+    key = hashlib.sha1("|".join(parts).encode())
+    tag = f"-v{views}" if views > 1 else ""
+    return cache_root() / f"img-{bb.kind}-{size}-{len(ds)}{tag}-{key.hexdigest()[:20]}.safetensors"
 
 
 @torch.no_grad()
-def image_features(model, ds, progress: bool = False, batch_size: int = 32) -> list[torch.Tensor]:
-    """[f8, f16, f32] of every image in ds ([N, C, h, w] fp16 each, CPU), from the cache or computed and stored."""
+def image_features(model, ds, progress: bool = False, batch_size: int = 32, views: int = 1) -> list[torch.Tensor]:
+    """[f8, f16, f32] of every image in ds ([views*N, C, h, w] fp16 each, CPU; view-major), from the cache or
+    computed and stored. views: 1 (the images as they are) or up to 8 dihedral views (transforms.dihedral)."""
     from .data.dataset import load_rgb
-    from .data.transforms import image_transform
+    from .data.transforms import dihedral, image_transform
 
     if not len(ds):
         raise ValueError("image_features: the dataset (split) has no images")
-    path = image_features_path(model, ds)
+    if not 1 <= views <= 8:
+        raise ValueError(f"image_features: views must be 1-8, got {views}")
+    path = image_features_path(model, ds, views)
     got = _load(path)
-    if got is not None and len(got) == 3 and all(v.shape[0] == len(ds) for v in got.values()):
+    if got is not None and len(got) == 3 and all(v.shape[0] == views * len(ds) for v in got.values()):
         return [got[f"f{i}"] for i in range(3)]
     bb = model.backbone
     was = bb.training
     bb.eval()
     tf = image_transform(model.config.get("image_size", 256), model.config.get("normalize", "imagenet"))
-    out: list[list[torch.Tensor]] = [[], [], []]
+    out: list[list[list[torch.Tensor]]] = [[[] for _ in range(views)] for _ in range(3)]
     it = range(0, len(ds), batch_size)
     if progress:
         from tqdm import tqdm
@@ -97,10 +109,11 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32) -> l
     for a in it:
         ims = [load_rgb(ds.image_path(i)) for i in range(a, min(a + batch_size, len(ds)))]
         x = torch.stack([tf(im) for im in ims]).to(dev)
-        for k, f in enumerate(bb(x)):
-            out[k].append(f.half().cpu())
+        for v in range(views):
+            for k, f in enumerate(bb(dihedral(x, v))):
+                out[k][v].append(f.half().cpu())
     bb.train(was)
-    feats = [torch.cat(o) for o in out]
+    feats = [torch.cat([t for per_view in o for t in per_view]) for o in out]
     _save(path, {f"f{i}": f for i, f in enumerate(feats)})
     return feats
 

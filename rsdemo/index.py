@@ -299,6 +299,7 @@ class Retriever:
         self.model = model
         self.embeddings = embeddings
         self.index = index
+        self._dim, self._total = int(index.d), int(index.ntotal)  # plain ints: faiss attributes cost ~0.3 us a read
         self.manifest = manifest
         self.paths: list[str] = manifest["paths"]
         self.captions: list[dict] | None = manifest.get("captions")
@@ -490,16 +491,21 @@ class Retriever:
     def search_vector(self, vec, k: int = 10) -> list[dict]:
         """An embedding (shape [d] or [1, d], from this model) -> gallery images by cosine, stage 1 only: for
         callers that embed queries themselves."""
-        k = _check_k(k)
+        if k.__class__ is not int or k < 1:  # the common case checked in one step; _check_k explains the rest
+            k = _check_k(k)
         q = np.array(vec, dtype=np.float32).reshape(1, -1)  # a copy: normalising must not touch the caller's
-        if q.shape[1] != self.index.d:
-            raise ValueError(f"query has {q.shape[1]} dimensions, the index {self.index.d}")
+        if q.shape[1] != self._dim:
+            raise ValueError(f"query has {q.shape[1]} dimensions, the index {self._dim}")
         faiss.normalize_L2(q)
-        ids, scores = self._nearest(self.index, q, k)
+        scores, ids = self.index.search(q, k if k < self._total else self._total)
+        ids, scores = ids[0], scores[0]
+        if len(ids) and ids[-1] < 0:  # HNSW may return fewer than asked, padded with -1 at the end
+            keep = ids >= 0
+            ids, scores = ids[keep], scores[keep]
         # plain-list loop: per-element numpy scalars would cost more than the search itself on small galleries
         paths = self.paths
-        return [{"rank": i + 1, "path": paths[j], "score": s, "index": j}
-                for i, (j, s) in enumerate(zip(ids.tolist(), scores.tolist()))]
+        return [{"rank": i, "path": paths[j], "score": s, "index": j}
+                for i, j, s in zip(range(1, len(ids) + 1), ids.tolist(), scores.tolist())]
 
     def search_captions(self, image, k: int = 10, rerank=None) -> list[dict]:
         """Image -> the dataset's captions (index built from a CaptionDataset); two stages as search_text.

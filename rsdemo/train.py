@@ -104,7 +104,13 @@ def code_version() -> str:
 
 
 def _optimizer(model, tcfg: dict, lr: float):
-    params = [p for p in model.parameters() if p.requires_grad]
+    # pretrained layers that train (a model's "tune_top") move at a fraction of the heads' rate
+    scale = float(tcfg.get("backbone_lr_scale", 0.1))
+    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    top = "backbone." if getattr(model, "tune_top", False) else "\0"
+    heads = [p for k, p in named if not k.startswith(top)]
+    tuned = [p for k, p in named if k.startswith(top)]
+    params = [{"params": heads}] + ([{"params": tuned, "lr": lr * scale}] if tuned else [])
     if tcfg.get("optimizer", "adam") == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.1)))
     return torch.optim.Adam(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.0)))
@@ -171,8 +177,11 @@ def train(a: TrainArgs) -> dict:
     from . import features
     freeze = features.frozen(model)
     t_cache = time.perf_counter()
+    views = int(tcfg.get("views", 1))
+    if views > 1 and "image" not in freeze:
+        raise ValueError("train.views needs a frozen image backbone (the views' features are cached)")
     if "image" in freeze:
-        maps = features.image_features(model, train_ds, a.progress and rank == 0)
+        maps = features.image_features(model, train_ds, a.progress and rank == 0, views=views)
 
         def batch_images(idx):
             return features.batch_images(maps, idx)
@@ -186,6 +195,9 @@ def train(a: TrainArgs) -> dict:
     cache_seconds = round(time.perf_counter() - t_cache, 1) if freeze else None
     pairs = [(i, c) for i, r in enumerate(train_ds.records) for c in r.captions]
     labels = [r.label for r in train_ds.records]
+    if views > 1:  # a pair may take any view unless its caption states an orientation (then view 0 only)
+        from .data.transforms import oriented
+        n_views = torch.tensor([1 if oriented(c) else views for _, c in pairs])
     steps_per_epoch = max(1, len(pairs) // bs)  # drop the last partial batch: every step sees bs pairs
 
     opt = _optimizer(model, tcfg, lr)
@@ -214,7 +226,7 @@ def train(a: TrainArgs) -> dict:
             print(f"resuming {out} at epoch {start_epoch} step {start_step}", file=sys.stderr)
 
     card_base = {"model": a.model, "arch": model.arch, "description": cfg.get("description", ""),
-                 "config": model.config, "data": a.data, "train_split": "train", "eval_split": eval_split,
+                 "config": model.config, "train_settings": tcfg, "data": a.data, "train_split": "train", "eval_split": eval_split,
                  "train_images": len(train_ds), "train_pairs": len(pairs), "eval_images": len(eval_ds),
                  "epochs": epochs, "batch_size": bs, "lr": lr, "seed": a.seed, "world_size": world,
                  "params": sum(p.numel() for p in model.parameters()), "device": str(device), "cpus": os.cpu_count(),
@@ -246,7 +258,12 @@ def train(a: TrainArgs) -> dict:
             idx = order[step * bs:(step + 1) * bs][rank::world]  # each rank its share of the global batch
             img_idx = [pairs[k][0] for k in idx.tolist()]
             caps = [pairs[k][1] for k in idx.tolist()]
-            images = batch_images(img_idx)
+            if views > 1:  # the view of each pair: fixed by (seed, epoch, step), so a resumed run repeats it
+                g = torch.Generator().manual_seed((a.seed * 100003 + epoch) * 100019 + step)
+                v = (torch.rand(len(idx), generator=g) * n_views[idx]).long()
+                images = batch_images([int(x) * len(train_ds) + i for x, i in zip(v.tolist(), img_idx)])
+            else:
+                images = batch_images(img_idx)
             texts = words.batch(caps) if words is not None else caps
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out_ = net(images, texts, caps, [labels[i] for i in img_idx], img_idx)

@@ -1,8 +1,11 @@
-"""Image preprocessing shared by every model: PIL -> normalised tensor.
+"""Image preprocessing shared by every model: PIL -> normalised tensor; the dihedral views used as augmentation.
 
-No flip/rotate augmentation: captions state "to the left of", "at the top", so geometric augmentation would make
-them false."""
+Aerial tiles have no up: a rotated or mirrored tile is as likely a photo as the original, so a frozen-backbone
+model may train on the 8 rotations/mirrors of each image (`train.views`). A caption that states an orientation
+("to the left of", "at the top", "vertical") is only true of the original, so its pairs keep view 0 (oriented())."""
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import torch
@@ -41,3 +44,23 @@ class image_transform:
             im = im.resize((self.size, self.size), Image.BILINEAR)
         x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255
         return (x - self.mean) / self.std
+
+
+# words whose truth changes under a rotation or mirror of the image
+ORIENTED = re.compile(r"\b(left|right|top|bottom|upper|lower|above|below|north|south|east|west|northern|southern|"
+                      r"eastern|western|leftmost|rightmost|topmost|vertical|vertically|horizontal|horizontally|"
+                      r"diagonal|diagonally|clockwise|upward|downward)\b", re.IGNORECASE)
+
+
+def oriented(caption: str) -> bool:
+    """True when the caption names a direction or orientation, so only the unrotated image matches it."""
+    return ORIENTED.search(caption) is not None
+
+
+def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
+    """View 0-7 of images [..., H, W]: views 0-3 rotate by 0/90/180/270 degrees, 4-7 mirror left-right first."""
+    if not 0 <= view < 8:
+        raise ValueError(f"view must be 0-7, got {view}")
+    if view >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, view % 4, dims=(-2, -1))

@@ -170,6 +170,26 @@ class ImageBackbone(nn.Module):
     def train(self, mode: bool = True):
         return _frozen_train(self, mode)
 
+    def top_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of the layers after the stride-16 map (what a model's "tune_top" trains)."""
+        if self.kind == "efficientnet_lite0":
+            return ("net.blocks.5.", "net.blocks.6.", "net.conv_head.", "net.bn2.")
+        return (f"stages.{len(self.stages) - 1}.",)
+
+    def tune_top(self) -> None:
+        """Lets the top layers train on a frozen backbone; BatchNorm keeps its ImageNet statistics (eval mode),
+        as the rest of a frozen backbone does, so small batches of cached maps cannot disturb them."""
+        top = self.top_prefixes()
+        for k, p in self.named_parameters():
+            p.requires_grad_(k.startswith(top))
+
+    def top(self, f16: torch.Tensor) -> torch.Tensor:
+        """f32 computed from f16: the same layers forward() runs after the stride-16 map."""
+        if self.kind == "efficientnet_lite0":
+            n = self.net
+            return n.bn2(n.conv_head(n.blocks[6](n.blocks[5](f16))))
+        return self.stages[-1](f16)
+
     def forward(self, x):
         if self.kind == "efficientnet_lite0":
             n = self.net

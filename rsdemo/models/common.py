@@ -4,7 +4,9 @@ Each paper's modules live in its file.
 
 Config keys read here: "backbone" (slim, resnet18, efficientnet_lite0), "pretrained" (image weights), "text" (gru,
 minilm), "freeze" (a list of "image" / "text": those encoders keep their pretrained weights, and the trainer feeds
-their cached outputs, rsdemo.features, instead of running them every step).
+their cached outputs, rsdemo.features, instead of running them every step), "tune_top" (with a frozen image
+backbone: its layers after the stride-16 map train all the same; the trainer caches the maps below them and runs
+those layers every step: for Lite0, blocks 5-6 and the 1280-channel head conv, 2.6M of its 3.4M weights).
 """
 from __future__ import annotations
 
@@ -33,6 +35,11 @@ class SeedModel(RetrievalModel):
                              f"\"text\": \"minilm\", a pretrained encoder)")
         self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"),
                                       freeze="image" in freeze)
+        self.tune_top = bool(config.get("tune_top"))
+        if self.tune_top:
+            if "image" not in freeze:
+                raise ValueError('"tune_top" needs "freeze": ["image", ...] (without it every layer trains anyway)')
+            self.backbone.tune_top()
         if text == "minilm":
             self.text = MiniLMText(self.embed_dim, int(config.get("max_words", 48)), freeze="text" in freeze)
         elif text == "gru":
@@ -50,7 +57,10 @@ class SeedModel(RetrievalModel):
     def _feats(self, images):
         """Backbone maps [f8, f16, f32] of images (PIL, tensors) or the cached maps the trainer passes."""
         if isinstance(images, CachedImages):
-            return [f.to(self.device, torch.float32) for f in images]
+            maps = [f.to(self.device, torch.float32) for f in images]
+            if self.tune_top:  # the cached f32 came from the weights before tuning: recompute it
+                maps[2] = self.backbone.top(maps[1])
+            return maps
         return self.backbone(self._images(images))
 
     def _words(self, texts):
@@ -68,7 +78,13 @@ class SeedModel(RetrievalModel):
         when the checkpoint is loaded (rsdemo.checkpoint), so only the trained heads are stored."""
         out = []
         if self.backbone.frozen and self.backbone.kind == "efficientnet_lite0" and self.backbone.pretrained:
-            out.append("backbone.")
+            if self.tune_top:  # the tuned top layers are stored; everything below them is rebuilt
+                top = tuple("backbone." + p for p in self.backbone.top_prefixes())
+                depth = {True: 4, False: 3}  # backbone.net.blocks.N. / backbone.net.conv_stem.
+                out += sorted({".".join(k.split(".")[:depth[k.startswith("backbone.net.blocks.")]]) + "."
+                               for k in self.backbone.state_dict(prefix="backbone.") if not k.startswith(top)})
+            else:
+                out.append("backbone.")
         if self.text.frozen:
             out.append("text.bert.")
         return out
