@@ -188,6 +188,12 @@ def table(res: dict, cmd: str) -> str:
     steps = ", ".join(f"{b - a:+.0f}" for a, b in zip(rss, rss[1:]))
     growth = (f"Server RSS {rss[0]} MiB after warm-up and the serial reference pass, {rss[-1]} MiB after the last "
               f"round; change per round {steps} MiB." if len(rss) > 1 else "")
+    if len(rss) > 2:  # the first round fills what concurrency needs once (threads' allocator arenas, caches)
+        after = rss[1:]
+        growth += (f" After round 1, every round ends between {min(after)} and {max(after)} MiB (the last "
+                   f"{after[-1] - after[0]:+.0f} MiB from the first): "
+                   + ("memory does not grow across rounds." if max(after) - min(after) <= 0.05 * after[0]
+                      else "memory still moves between rounds."))
     return (f"{res['clients']} gradio_client users x {res['queries_per_client']} mixed queries (text, image upload, "
             f"explain; {res['distinct_queries']} distinct) per round against `python app.py --data {res['data']}` "
             f"on loopback; every answer compared with the same query's serial answer. {growth}\n\n"
