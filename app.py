@@ -7,6 +7,7 @@ RSDEMO_GALLERY / RSDEMO_DATA / RSDEMO_SPLIT (and RSDEMO_HF_REPO for checkpoints 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import logging
 import os
@@ -389,6 +390,25 @@ LAUNCH = dict(theme=gr.themes.Soft(primary_hue="blue", secondary_hue="slate"), c
               allowed_paths=[str(ASSETS)], max_file_size="25mb")
 
 
+def tame_malloc() -> bool:
+    """Keeps the server's resident memory flat under many users (glibc only; elsewhere a no-op).
+
+    glibc gives threads that allocate at the same time their own heap arenas (up to 8 per core) and, once a large
+    block has been freed, raises its mmap threshold so later blocks of that size come from those heaps: with
+    gradio's worker threads each building tensors of a few MB per request, freed space scatters over many arenas
+    and the process keeps growing round after round. Two arenas and a fixed 1 MiB threshold (large buffers are
+    mapped and returned to the system when freed) stop that; MALLOC_ARENA_MAX in the environment still wins."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8   # mallopt parameters (malloc.h)
+    opts = [(m_mmap_threshold, 1 << 20), (m_trim_threshold, 4 << 20)]
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        opts.append((m_arena_max, 2))
+    return all(libc.mallopt(k, v) == 1 for k, v in opts)
+
+
 def serve(page: gr.Blocks, **kwargs):
     """Launches with the page's theme, upload limit and file policy (only assets/ is served from disk; results
     are sent as re-encoded thumbnails, never as paths into the gallery)."""
@@ -407,6 +427,7 @@ def main(argv=None):
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    tame_malloc()
     t = time.perf_counter()
     try:
         page = build(a.gallery, a.data, a.split, allow_folders=folders_allowed(a.host))

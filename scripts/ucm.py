@@ -467,9 +467,12 @@ def write(args) -> str:
             + (f"Frozen ImageNet/sentence features put nearly every caption's image class right (t2i R@10 of "
                f"{min(r10):.0f}-{max(r10):.0f} for the pretrained rows) but separate images within a class little "
                if r10 else "") +
-            "(t2i R@1 near the 10% of a random pick among a class's 10 test images); closing the gap needs the "
-            "backbones fine-tuned on RS pairs (not affordable on 2 CPU cores in this budget; no GPU was lent to this "
-            "task) or RS-pretrained weights.")
+            "(t2i R@1 near the 10% of a random pick among a class's 10 test images). Rows marked `tune_top=true` "
+            "also train Lite0's layers after the stride-16 map (blocks 5-6 and the head conv, 2.7M weights, at 0.1x "
+            "the heads' rate, over cached stride-16 maps; BatchNorm statistics stay ImageNet's), where the dev "
+            "blocks preferred it to heads only; the baseline stays frozen by definition. Closing the rest of the gap "
+            "needs the whole backbones fine-tuned on RS pairs with augmentation (not affordable on 2 CPU cores in "
+            "this budget; no GPU was lent to this task) or RS-pretrained weights.")
     devs = []
     for m, d in res["dev"].items():
         if m not in table:
