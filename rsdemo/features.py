@@ -74,8 +74,8 @@ def image_features_path(model, ds, views: int = 1) -> Path:
     # a model tuning the backbone's top layers reads only f8 and f16 from the cache (f32 is recomputed), so the
     # key leaves those layers out: the cache stays valid while they train
     skip = bb.top_prefixes() if getattr(model, "tune_top", False) else ()
-    parts = ([VERSION, images_key(ds), bb.kind, weights_hash(bb, skip), str(size), norm] + [f"skip={skip}"] * bool(skip)
-             + [f"views={views}"] * (views > 1))
+    parts = ([VERSION, images_key(ds), bb.kind, weights_hash(bb, skip), str(size), norm]
+             + [f"skip={skip}"] * bool(skip) + [f"views={views}"] * (views > 1))
     key = hashlib.sha1("|".join(parts).encode())
     tag = f"-v{views}" if views > 1 else ""
     return cache_root() / f"img-{bb.kind}-{size}-{len(ds)}{tag}-{key.hexdigest()[:20]}.safetensors"

@@ -226,7 +226,8 @@ def train(a: TrainArgs) -> dict:
             print(f"resuming {out} at epoch {start_epoch} step {start_step}", file=sys.stderr)
 
     card_base = {"model": a.model, "arch": model.arch, "description": cfg.get("description", ""),
-                 "config": model.config, "train_settings": tcfg, "data": a.data, "train_split": "train", "eval_split": eval_split,
+                 "config": model.config, "train_settings": tcfg, "data": a.data, "train_split": "train",
+                 "eval_split": eval_split,
                  "train_images": len(train_ds), "train_pairs": len(pairs), "eval_images": len(eval_ds),
                  "epochs": epochs, "batch_size": bs, "lr": lr, "seed": a.seed, "world_size": world,
                  "params": sum(p.numel() for p in model.parameters()), "device": str(device), "cpus": os.cpu_count(),

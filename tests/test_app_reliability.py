@@ -239,6 +239,15 @@ def test_concurrent_users_get_their_own_answers(served):
     assert len(res["rss_mib"]) == 3
 
 
+def test_allocator_is_tamed_where_glibc_is():
+    """python app.py limits glibc's heap arenas and fixes its mmap threshold (memory flat across load rounds)."""
+    import platform
+
+    import app
+
+    assert app.tame_malloc() is (platform.libc_ver()[0] == "glibc")
+
+
 def _handlers(page) -> set[str]:
     return {getattr(f, "name", "") for f in page.fns.values()}
 
