@@ -391,22 +391,21 @@ LAUNCH = dict(theme=gr.themes.Soft(primary_hue="blue", secondary_hue="slate"), c
 
 
 def tame_malloc() -> bool:
-    """Keeps the server's resident memory flat under many users (glibc only; elsewhere a no-op).
+    """Keeps the server's resident memory from creeping under many users (glibc only; elsewhere a no-op).
 
-    glibc gives threads that allocate at the same time their own heap arenas (up to 8 per core) and, once a large
-    block has been freed, raises its mmap threshold so later blocks of that size come from those heaps: with
-    gradio's worker threads each building tensors of a few MB per request, freed space scatters over many arenas
-    and the process keeps growing round after round. Two arenas and a fixed 1 MiB threshold (large buffers are
-    mapped and returned to the system when freed) stop that; MALLOC_ARENA_MAX in the environment still wins."""
+    glibc gives threads that allocate at the same time their own heap arenas (up to 8 per core); with gradio's
+    worker threads each building tensors of a few MB per request, freed space scatters over many arenas and the
+    resident size keeps moving up. Two arenas (what MALLOC_ARENA_MAX=2 does) bound that at no measured cost to
+    query latency (a fixed 1 MiB mmap threshold, tried too, made text queries 2-3x slower). MALLOC_ARENA_MAX in
+    the environment wins; RSDEMO_MALLOC=glibc keeps glibc's defaults (bench/load.py --glibc-malloc compares)."""
+    if "MALLOC_ARENA_MAX" in os.environ or os.environ.get("RSDEMO_MALLOC") == "glibc":
+        return False
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8   # mallopt parameters (malloc.h)
-    opts = [(m_mmap_threshold, 1 << 20), (m_trim_threshold, 4 << 20)]
-    if "MALLOC_ARENA_MAX" not in os.environ:
-        opts.append((m_arena_max, 2))
-    return all(libc.mallopt(k, v) == 1 for k, v in opts)
+    m_arena_max = -8   # mallopt parameter (malloc.h)
+    return libc.mallopt(m_arena_max, 2) == 1
 
 
 def serve(page: gr.Blocks, **kwargs):

@@ -45,10 +45,13 @@ def rss_mib(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def start_server(data: str, port: int | None = None, timeout: float = 600):
-    """`python app.py --data DATA` on 127.0.0.1; returns (process, url) once the page is ready."""
+def start_server(data: str, port: int | None = None, timeout: float = 600, glibc_malloc: bool = False):
+    """`python app.py --data DATA` on 127.0.0.1; returns (process, url) once the page is ready. glibc_malloc: keep
+    glibc's allocator defaults instead of the app's two arenas (app.tame_malloc), for comparison."""
     port = port or free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if glibc_malloc:
+        env["RSDEMO_MALLOC"] = "glibc"
     p = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--data", data, "--host", "127.0.0.1", "--port",
                           str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t = time.time()
@@ -150,7 +153,7 @@ def run_round(url: str, users, refs: dict) -> dict:
 
 
 def run(url: str, data: str, clients: int, queries: int, rounds: int, pid: int | None = None, log=print,
-        save=None) -> dict:
+        save=None, allocator: str | None = None) -> dict:
     users = plan(data, clients, queries)
     t = time.perf_counter()
     refs = references(url, users)
@@ -159,7 +162,8 @@ def run(url: str, data: str, clients: int, queries: int, rounds: int, pid: int |
 
     out = {"clients": clients, "queries_per_client": queries, "rounds": [], "data": data, "machine": machine(),
            "load_avg_before": [round(x, 2) for x in os.getloadavg()],
-           "distinct_queries": len(refs), "rss_mib": [round(rss_mib(pid), 1)] if pid else []}
+           "distinct_queries": len(refs), "rss_mib": [round(rss_mib(pid), 1)] if pid else [],
+           **({"allocator": allocator} if allocator else {})}
     for k in range(rounds):
         r = run_round(url, users, refs)
         if pid:
@@ -173,7 +177,12 @@ def run(url: str, data: str, clients: int, queries: int, rounds: int, pid: int |
     return out
 
 
-def table(res: dict, cmd: str) -> str:
+def _rss_range(res: dict) -> str:
+    after = res["rss_mib"][1:]
+    return f"{min(after)}-{max(after)} MiB over rounds 1-{len(after)}"
+
+
+def table(res: dict, cmd: str, ref: dict | None = None, ref_name: str = "") -> str:
     from bench.report import machine
 
     rows = ["| round | queries | errors | mixed-up or wrong answers | p50 s | p95 s | max s | text p95 s | "
@@ -194,6 +203,10 @@ def table(res: dict, cmd: str) -> str:
                    f"{after[-1] - after[0]:+.0f} MiB from the first): "
                    + ("memory does not grow across rounds." if max(after) - min(after) <= 0.05 * after[0]
                       else "memory still moves between rounds."))
+    growth += f" Allocator: {res.get('allocator', 'glibc defaults')}."
+    if ref and len(ref.get("rss_mib", [])) > 2:
+        growth += (f" The same load with {ref.get('allocator', 'glibc defaults')} ({ref_name}): "
+                   f"{_rss_range(ref)}, against {_rss_range(res)} here.")
     return (f"{res['clients']} gradio_client users x {res['queries_per_client']} mixed queries (text, image upload, "
             f"explain; {res['distinct_queries']} distinct) per round against `python app.py --data {res['data']}` "
             f"on loopback; every answer compared with the same query's serial answer. {growth}\n\n"
@@ -214,6 +227,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the raw results here (after every round)")
     p.add_argument("--from-json", help="write the doc from results saved by --json instead of running")
     p.add_argument("--write", action="store_true", help="write the table into docs/RELIABILITY.md")
+    p.add_argument("--glibc-malloc", action="store_true", help="the server keeps glibc's allocator defaults")
+    p.add_argument("--compare", help="results (--json) of another run to cite, e.g. one with --glibc-malloc")
     a = p.parse_args(argv)
     proc = None
     if a.from_json:
@@ -223,12 +238,14 @@ def main(argv=None) -> int:
     elif a.url:
         url, pid = a.url, None
     else:
-        proc, url = start_server(a.data)
+        proc, url = start_server(a.data, glibc_malloc=a.glibc_malloc)
         print(f"app at {url} (pid {proc.pid})", flush=True)
         pid = proc.pid
     if not a.from_json:
         try:
-            res = run(url, a.data, a.clients, a.queries, a.rounds, pid, save=a.json)
+            res = run(url, a.data, a.clients, a.queries, a.rounds, pid, save=a.json,
+                      allocator=("glibc defaults" if a.glibc_malloc else "two glibc arenas (app.tame_malloc)")
+                      if pid else None)
         finally:
             if proc is not None:
                 proc.terminate()
@@ -240,7 +257,10 @@ def main(argv=None) -> int:
         cmd = "python bench/load.py" + "".join(f" --{k} {v}" for k, v, d in (
             ("clients", a.clients, 32), ("queries", a.queries, 50), ("rounds", a.rounds, 3),
             ("data", a.data, "synthetic:60:7")) if v != d) + " --write"
-        write_section("load", table(res, cmd), doc=DOC, title=TITLE)
+        ref = json.loads(Path(a.compare).read_text()) if a.compare else None
+        if a.compare:
+            cmd += f" --compare {a.compare}"
+        write_section("load", table(res, cmd, ref, a.compare or ""), doc=DOC, title=TITLE)
         if not a.from_json:  # the raw figures beside the doc (`--from-json docs/load.json --write` redraws it)
             RAW.write_text(json.dumps(res, indent=1) + "\n")
         print(f"wrote {DOC}")

@@ -46,7 +46,7 @@ PRETRAINED = {
     "dual-lite0": ("frozen-feature baseline: Lite0 + MiniLM frozen, two linear projections (InfoNCE)", 12),
     "dual-label-lite0": ("dual encoder + scene-class agreement (class heads on both towers, labels.csv)", 12),
     # the seed-paper heads over frozen maps overfit within a few epochs (amfmn-lite0 peaked at epoch 1 of 12);
-    # the base configs were tried up to 4 epochs (amfmn 12), the tune_top variants up to 6
+    # the base configs were tried up to 4 epochs (amfmn 12), the tune_top variants up to 6 (ccnet's 4: time)
     "amfmn-lite0": ("AMFMN heads on frozen Lite0 + MiniLM", 6),
     "ccnet-lite0": ("CCNet heads on frozen Lite0 + MiniLM", 4),
     "ssjdn-lite0": ("SSJDN heads on frozen Lite0 + MiniLM", 6),
@@ -78,6 +78,7 @@ PUBLISHED = [
 GRID = {
     "dual-label-lite0": [{"class_weight": 0.3}, {"class_weight": 3.0}, {"multiscale": True}],
     "amfmn-lite0": [{"train.lr": 0.0001}, {"tune_top": True}],
+    "ccnet-lite0": [{"tune_top": True}],
     "ssjdn-lite0": [{"tune_top": True}],
     "dove-lite0": [{"tune_top": True}],
 }

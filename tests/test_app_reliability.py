@@ -240,12 +240,19 @@ def test_concurrent_users_get_their_own_answers(served):
 
 
 def test_allocator_is_tamed_where_glibc_is():
-    """python app.py limits glibc's heap arenas and fixes its mmap threshold (memory flat across load rounds)."""
+    """python app.py limits glibc's heap arenas (memory flat across load rounds) unless told otherwise."""
     import platform
 
     import app
 
-    assert app.tame_malloc() is (platform.libc_ver()[0] == "glibc")
+    env = {k: os.environ.pop(k) for k in ("MALLOC_ARENA_MAX", "RSDEMO_MALLOC") if k in os.environ}
+    try:
+        assert app.tame_malloc() is (platform.libc_ver()[0] == "glibc")
+        os.environ["RSDEMO_MALLOC"] = "glibc"
+        assert app.tame_malloc() is False
+    finally:
+        os.environ.pop("RSDEMO_MALLOC", None)
+        os.environ.update(env)
 
 
 def _handlers(page) -> set[str]:
