@@ -486,7 +486,9 @@ def write(args) -> str:
             txt += f"; {d['note']}"
         devs.append(txt)
     if devs:
-        lines += ["", "Dev-block choices (train on 1,470 train ids, score the held-out 210): " + "; ".join(devs) + "."]
+        lines += ["", "Dev-block choices (train on 1,470 train ids, score the held-out 210; heads-only configs tried "
+                  "up to 4 epochs, AMFMN's and the dual encoders' up to 12, the tune_top variants up to 6, CCNet's 4; "
+                  "the best epoch is kept): " + "; ".join(devs) + "."]
     cards = sorted(CKPT.glob("*.json"))
     if cards:
         lines += ["", "Committed checkpoints (seed 0 of each row; the *-lite0 files hold the heads only, the frozen "

@@ -165,7 +165,8 @@ def _ucm_cards():
 
     import json
     cards = [(p, json.loads(p.read_text())) for p in sorted((CHECKPOINT_DIR / "ucm").glob("*.json"))]
-    return [p for p, c in cards if c.get("best_ucm_model")]
+    # the best one, and those storing tuned backbone layers beside their heads (their load path differs)
+    return [p for p, c in cards if c.get("best_ucm_model") or c.get("config", {}).get("tune_top")]
 
 
 @pytest.mark.slow
