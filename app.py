@@ -395,7 +395,7 @@ def tame_malloc() -> bool:
 
     glibc gives threads that allocate at the same time their own heap arenas (up to 8 per core); with gradio's
     worker threads each building tensors of a few MB per request, freed space scatters over many arenas and the
-    resident size keeps moving up. Two arenas (what MALLOC_ARENA_MAX=2 does) bound that at no measured cost to
+    resident size keeps moving up. Two arenas (what MALLOC_ARENA_MAX=2 does) bound that at little measured cost to
     query latency (a fixed 1 MiB mmap threshold, tried too, made text queries 2-3x slower). MALLOC_ARENA_MAX in
     the environment wins; RSDEMO_MALLOC=glibc keeps glibc's defaults (bench/load.py --glibc-malloc compares)."""
     if "MALLOC_ARENA_MAX" in os.environ or os.environ.get("RSDEMO_MALLOC") == "glibc":
