@@ -106,10 +106,10 @@ def code_version() -> str:
 def _optimizer(model, tcfg: dict, lr: float):
     # pretrained layers that train (a model's "tune_top") move at a fraction of the heads' rate
     scale = float(tcfg.get("backbone_lr_scale", 0.1))
+    tuning = getattr(model, "tune_top", False)
     named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
-    top = "backbone." if getattr(model, "tune_top", False) else "\0"
-    heads = [p for k, p in named if not k.startswith(top)]
-    tuned = [p for k, p in named if k.startswith(top)]
+    heads = [p for k, p in named if not (tuning and k.startswith("backbone."))]
+    tuned = [p for k, p in named if tuning and k.startswith("backbone.")]
     params = [{"params": heads}] + ([{"params": tuned, "lr": lr * scale}] if tuned else [])
     if tcfg.get("optimizer", "adam") == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=float(tcfg.get("weight_decay", 0.1)))

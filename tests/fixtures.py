@@ -182,4 +182,3 @@ def serve_app(data: str, cache, **launch):
             os.environ.pop("RSDEMO_CACHE", None)
         else:
             os.environ["RSDEMO_CACHE"] = old
-

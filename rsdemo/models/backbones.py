@@ -176,6 +176,12 @@ class ImageBackbone(nn.Module):
             return ("net.blocks.5.", "net.blocks.6.", "net.conv_head.", "net.bn2.")
         return (f"stages.{len(self.stages) - 1}.",)
 
+    def below_top_prefixes(self) -> tuple[str, ...]:
+        """The other layers' prefixes (what stays frozen under "tune_top"; rebuilt from pip weights at load)."""
+        if self.kind == "efficientnet_lite0":
+            return ("net.conv_stem.", "net.bn1.") + tuple(f"net.blocks.{i}." for i in range(5))
+        return ("stem.",) + tuple(f"stages.{i}." for i in range(len(self.stages) - 1))
+
     def tune_top(self) -> None:
         """Lets the top layers train on a frozen backbone; BatchNorm keeps its ImageNet statistics (eval mode),
         as the rest of a frozen backbone does, so small batches of cached maps cannot disturb them."""

@@ -79,10 +79,7 @@ class SeedModel(RetrievalModel):
         out = []
         if self.backbone.frozen and self.backbone.kind == "efficientnet_lite0" and self.backbone.pretrained:
             if self.tune_top:  # the tuned top layers are stored; everything below them is rebuilt
-                top = tuple("backbone." + p for p in self.backbone.top_prefixes())
-                depth = {True: 4, False: 3}  # backbone.net.blocks.N. / backbone.net.conv_stem.
-                out += sorted({".".join(k.split(".")[:depth[k.startswith("backbone.net.blocks.")]]) + "."
-                               for k in self.backbone.state_dict(prefix="backbone.") if not k.startswith(top)})
+                out += ["backbone." + p for p in self.backbone.below_top_prefixes()]
             else:
                 out.append("backbone.")
         if self.text.frozen:
