@@ -8,7 +8,8 @@ import time
 def model_for(name: str):
     """-> (model in eval mode, "checkpoint" or "random init"). Speed does not depend on the weights' values,
     but a trained model makes the rerank and explanation work realistic (e.g. attention that is not uniform)."""
-    from rsdemo.models.registry import CHECKPOINT_DIR, create_model, load_model
+    from rsdemo.checkpoint import CHECKPOINT_DIR, load_model
+    from rsdemo.models.factory import create_model
 
     if (CHECKPOINT_DIR / f"{name}.safetensors").is_file():
         m, how = load_model(name), "checkpoint"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import machine  # noqa: E402
 from rsdemo.data.formats import open_dataset  # noqa: E402
 from rsdemo.features import image_features  # noqa: E402
-from rsdemo.models.registry import create_model  # noqa: E402
+from rsdemo.models.factory import create_model  # noqa: E402
 
 L2 = [1e-4, 1e-3, 1e-2, 1e-1]
 

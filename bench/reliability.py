@@ -141,7 +141,7 @@ def model_rows(world, tmp: Path) -> list[tuple[str, str]]:
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     ck = world["ck"]
     with safe_open(str(ck), "pt") as f:
@@ -179,7 +179,7 @@ def index_rows(world, tmp: Path) -> list[tuple[str, str]]:
     from PIL import Image
 
     from rsdemo.index import Retriever
-    from rsdemo.models.registry import create_model
+    from rsdemo.models.factory import create_model
 
     rows = []
     model = world["model"]
@@ -223,7 +223,7 @@ def pickle_rows(tmp: Path) -> list[tuple[str, str]]:
 
     from rsdemo.models.backbones import ImageBackbone
     from rsdemo.models.clip import read_state
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     marker = tmp / "PWNED"
     evil = evil_torch(tmp / "evil.pt", marker)
@@ -244,10 +244,10 @@ def world(tmp: Path) -> dict:
     import torch
     from PIL import Image
 
-    from rsdemo.checkpoint import save
+    from rsdemo.checkpoint import load_model, save
     from rsdemo.data.synthetic import generate
     from rsdemo.index import Retriever
-    from rsdemo.models.registry import create_model, load_model
+    from rsdemo.models.factory import create_model
 
     g = tmp / "gallery"
     g.mkdir()

@@ -26,7 +26,7 @@ from bench.report import DOC, system, versions  # noqa: E402
 
 def _default_model() -> str:
     """The demo's default: the committed checkpoint with the best measured test mR."""
-    from rsdemo.models.registry import default_model
+    from rsdemo.checkpoint import default_model
     return default_model()
 
 

@@ -37,7 +37,8 @@ def _batch(ds, bs: int, size: int, norm: str):
 
 def _model(name: str, ds):
     from rsdemo.data.text import Vocab
-    from rsdemo.models.registry import build, merge, model_config
+    from rsdemo.models.factory import build, merge
+    from rsdemo.models.registry import model_config
 
     cfg = model_config(name)
     train = ds.split("train")

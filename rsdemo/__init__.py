@@ -26,9 +26,15 @@ def __getattr__(name):  # lazy, so `import rsdemo` stays cheap (the CLI's --help
     if name == "make_synthetic":
         from .data.synthetic import export
         return export
-    if name in ("list_models", "create_model", "load_model"):
-        from .models import registry
-        return getattr(registry, name)
+    if name == "list_models":
+        from .models.registry import list_models
+        return list_models
+    if name == "create_model":
+        from .models.factory import create_model
+        return create_model
+    if name == "load_model":
+        from .checkpoint import load_model
+        return load_model
     if name in ("Demo", "Gallery", "InputError"):
         from . import demo
         return getattr(demo, name)

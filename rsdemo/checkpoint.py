@@ -1,6 +1,13 @@
-"""The one place that writes and reads checkpoints: NAME.safetensors (weights + the config/vocab needed to rebuild
-the model, in the file's metadata) beside NAME.json (the model card). Writes are atomic: temp file, fsync, rename.
-Loading never unpickles: safetensors only.
+"""The one place that writes, finds, lists and loads checkpoints: NAME.safetensors (weights + the config/vocab needed
+to rebuild the model, in the file's metadata) beside NAME.json (the model card). Writes are atomic: temp file, fsync,
+rename. Loading never unpickles: safetensors only.
+
+Where checkpoints are found (checkpoint_dirs): the folders in RSDEMO_CHECKPOINTS when set, else the committed ones
+(CHECKPOINT_DIR); plus, when RSDEMO_HF_REPO names a Hugging Face model repo, its files downloaded once. A name
+("amfmn-slim", "ucm/amfmn-lite0") is NAME.safetensors in the first of those folders that has it.
+catalogue() lists them with their cards; rank() is the one rule for "the best checkpoint for this imagery" (models
+trained on that kind of imagery first, then by test mR from their cards): default_model() (CLI, README, bench) and
+the page's model menu both use it.
 
 A model with frozen pretrained encoders (model.rebuilt_at_load(): e.g. ImageNet Lite0, MiniLM) is stored without
 them: only the trained heads go in the file, its metadata lists the left-out prefixes, and load() rebuilds those
@@ -15,6 +22,11 @@ from pathlib import Path
 
 import torch
 
+from .data.formats import domain
+from .models.factory import build
+from .models.registry import config_files, list_models
+
+CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 
 def atomic_write(path: Path, write) -> None:
     """Calls write(tmp_path), fsyncs and renames over `path`: a crash leaves the old file or none, never half."""
@@ -103,7 +115,6 @@ def load(path, device: str | None = None):
     from safetensors.torch import load_file
 
     from .data.text import Vocab
-    from .models.registry import build
 
     path = Path(path)
     if not path.is_file():
@@ -138,3 +149,89 @@ def load(path, device: str | None = None):
     card = path.with_suffix(".json")
     model.card = json.loads(card.read_text()) if card.is_file() else {}
     return model.to(device or "cpu").eval()
+
+
+# ---- finding and listing ------------------------------------------------------------------------------------
+
+def checkpoint_dirs() -> list[Path]:
+    """Where checkpoints are looked for, in order: RSDEMO_CHECKPOINTS (folders joined by os.pathsep) or else the
+    committed checkpoints; then, when RSDEMO_HF_REPO names a Hugging Face model repo, its files downloaded once with
+    huggingface_hub (a Space can keep its weights outside the code repo)."""
+    env = os.environ.get("RSDEMO_CHECKPOINTS")
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else [CHECKPOINT_DIR]
+    repo = os.environ.get("RSDEMO_HF_REPO")
+    if repo:
+        from huggingface_hub import snapshot_download  # optional dependency, only when a hub repo is named
+        dirs.append(Path(snapshot_download(repo, allow_patterns=["*.safetensors", "*.json"])))
+    return dirs
+
+
+def find_checkpoint(name: str, dirs=None) -> Path | None:
+    """NAME.safetensors in the first checkpoint folder that has it (NAME may name a subfolder: "ucm/amfmn-lite0")."""
+    for d in dirs if dirs is not None else checkpoint_dirs():
+        p = Path(d) / f"{name}.safetensors"
+        if p.is_file():
+            return p
+    return None
+
+
+def load_model(name_or_checkpoint: str | os.PathLike, device: str | None = None):
+    """A trained model: a checkpoint path (.safetensors), or a name with a checkpoint in checkpoint_dirs().
+
+    A registered name without a checkpoint is refused: an untrained network would silently give noise.
+    """
+    if not str(name_or_checkpoint).strip():
+        raise ValueError(f"no model given: name a checkpoint file or one of {', '.join(list_models())}")
+    p = Path(name_or_checkpoint)
+    if p.suffix == ".safetensors" or p.exists():
+        return load(p, device=device)
+    dirs = checkpoint_dirs()
+    ck = find_checkpoint(str(name_or_checkpoint), dirs)
+    if ck is not None:
+        return load(ck, device=device)
+    where = ", ".join(str(d) for d in dirs)
+    if str(name_or_checkpoint) in config_files():
+        raise ValueError(f"model {name_or_checkpoint!r} has no trained checkpoint in {where}; "
+                         f"train one with `rsdemo train --model {name_or_checkpoint}` or use create_model()")
+    raise ValueError(f"{name_or_checkpoint!r} is neither a checkpoint file nor a registered model "
+                     f"({', '.join(list_models())})")
+
+
+def rank(rows: list[dict], prefer: str | None = None) -> list[dict]:
+    """The one rule for "the best checkpoint": models trained on the `prefer` kind of imagery (a domain() word)
+    first, then by test mR from their cards (the numbers docs/RESULTS.md is written from), then by name; so the
+    default model is the measured best, never picked by hand."""
+    return sorted(rows, key=lambda r: (prefer is not None and domain(r["data"]) != prefer, -(r["mr"] or 0.0),
+                                       r["name"]))
+
+
+def catalogue(dirs=None, prefer: str | None = None) -> list[dict]:
+    """Every checkpoint with its card: name, description, test mR, data, card, checkpoint path; ranked by rank()."""
+    found = {}
+    for d in dirs if dirs is not None else checkpoint_dirs():
+        for card_file in sorted(Path(d).rglob("*.json")):  # subfolders too: checkpoints/ucm/NAME, ...
+            ck = card_file.with_suffix(".safetensors")
+            name = card_file.relative_to(d).with_suffix("").as_posix()
+            if not ck.is_file() or name in found:
+                continue
+            try:
+                card = json.loads(card_file.read_text())
+            except (OSError, ValueError):
+                continue  # not a model card (or a broken one): not offered
+            if not isinstance(card, dict):
+                continue
+            test = (card.get("metrics") or {}).get("test") or {}
+            found[name] = {"name": name, "description": card.get("description", ""), "mr": test.get("mr"),
+                           "data": card.get("data", ""), "card": card, "checkpoint": str(ck)}
+    return rank(list(found.values()), prefer)
+
+
+def default_model(data: str = "synthetic", dirs=None) -> str:
+    """The best checkpoint trained on `data`'s kind of imagery by rank(): what the CLI, README and bench name as
+    the default, and what the page opens with on such a gallery."""
+    want = domain(data)
+    for row in catalogue(dirs, prefer=want):
+        if domain(row["data"]) == want and row["mr"] is not None:
+            return row["name"]
+    where = ", ".join(str(d) for d in (dirs if dirs is not None else checkpoint_dirs()))
+    raise ValueError(f"no checkpoint in {where} has test metrics on {want!r} imagery")

@@ -69,7 +69,7 @@ def _eval(a) -> int:
 
     model = None
     if a.checkpoint:
-        from .models.registry import load_model
+        from .checkpoint import load_model
         model = load_model(a.checkpoint, device=a.device)
         if a.data is None:  # the data the checkpoint was trained and carded on
             a.data = model.card.get("data", "synthetic")
@@ -101,17 +101,19 @@ def _eval(a) -> int:
 
 
 def _models(a) -> int:
-    from .models.registry import CHECKPOINT_DIR, list_models, model_config
+    from .checkpoint import checkpoint_dirs, find_checkpoint
+    from .models.registry import list_models, model_config
 
+    dirs = checkpoint_dirs()
     for name in list_models():
-        ck = (CHECKPOINT_DIR / f"{name}.safetensors").is_file()
+        ck = find_checkpoint(name, dirs) is not None
         print(f"{name:<16} {'[checkpoint] ' if ck else ''}{model_config(name).get('description', '')}")
     return 0
 
 
 def _index(a) -> int:
     from .index import Retriever
-    from .models.registry import load_model
+    from .checkpoint import load_model
 
     if a.data is None and a.images is None:
         raise ValueError("give --images DIR (a folder of images) or --data SPEC (a dataset)")
@@ -137,7 +139,7 @@ def _search(a) -> int:
     if (a.text is None) == (a.image is None):
         raise ValueError("give either a query text or --image PATH")
     man = read_manifest(a.index)  # before loading a model: a wrong path fails fast
-    from .models.registry import load_model
+    from .checkpoint import load_model
     model = load_model(a.model or man.get("checkpoint") or man["model"], device=a.device)
     r = Retriever.load(a.index, model)
     hits = r.search_text(a.text, k=a.k) if a.image is None else r.search_image(a.image, k=a.k)
@@ -153,11 +155,13 @@ def _search(a) -> int:
 def _eval_explain(a) -> int:
     from .data.formats import open_dataset
     from .faithfulness import evaluate_faithfulness, faithfulness_table, write_results
-    from .models.registry import CHECKPOINT_DIR, list_models, load_model
+    from .checkpoint import catalogue, checkpoint_dirs, load_model
+    from .models.registry import list_models
 
-    names = a.models or [p.stem for p in sorted(CHECKPOINT_DIR.glob("*.safetensors")) if p.stem in list_models()]
+    dirs = checkpoint_dirs()
+    names = a.models or sorted(m["name"] for m in catalogue(dirs) if m["name"] in list_models())
     if not names:
-        raise ValueError(f"no models given and no checkpoints in {CHECKPOINT_DIR}")
+        raise ValueError(f"no models given and no checkpoints in {', '.join(map(str, dirs))}")
     models = {n: load_model(n, device=a.device) for n in names}   # a wrong name fails before any data work
     full = open_dataset(a.data, images=a.images)
     ds = full.split(*a.split.split(",")) if a.split != "all" else full

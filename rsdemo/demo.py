@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .models.registry import CHECKPOINT_DIR
+from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported for app.py
+from .data.formats import domain
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
 MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
@@ -30,52 +31,6 @@ RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
 class InputError(ValueError):
     """Something the user gave (text, image, model, gallery name) cannot be used; the message says why."""
-
-
-# ---- models ------------------------------------------------------------------------------------------------
-
-def checkpoint_dirs() -> list[Path]:
-    """Where checkpoints are looked for: checkpoints/ and, when RSDEMO_HF_REPO names a Hugging Face model repo,
-    its files downloaded once with huggingface_hub (a Space can keep its weights outside the code repo)."""
-    dirs = [CHECKPOINT_DIR]
-    repo = os.environ.get("RSDEMO_HF_REPO")
-    if repo:
-        from huggingface_hub import snapshot_download
-        dirs.append(Path(snapshot_download(repo, allow_patterns=["*.safetensors", "*.json"])))
-    return dirs
-
-
-def domain(data: str | None) -> str:
-    """The kind of imagery a dataset spec names: 'synthetic', 'ucm', 'rsitmd', ... (its format word)."""
-    if not data:
-        return "folder"
-    head = str(data).split(":", 1)[0].lower()
-    return head if head in ("synthetic", "ucm", "rsitmd", "rsicd", "sydney") else Path(str(data)).name.lower()
-
-
-def catalogue(dirs=None, prefer: str | None = None) -> list[dict]:
-    """Every model with a checkpoint: name, description, test mR, card, checkpoint path.
-
-    Order: models trained on the `prefer` domain first, then by test mR from their cards (the numbers
-    docs/RESULTS.md is written from), so the default model is the measured best, never picked by hand."""
-    found = {}
-    for d in dirs if dirs is not None else checkpoint_dirs():
-        for card_file in sorted(Path(d).rglob("*.json")):  # subfolders too: checkpoints/ucm/NAME, ...
-            ck = card_file.with_suffix(".safetensors")
-            name = card_file.relative_to(d).with_suffix("").as_posix()
-            if not ck.is_file() or name in found:
-                continue
-            try:
-                card = json.loads(card_file.read_text())
-            except (OSError, ValueError):
-                continue  # not a model card (or a broken one): not offered
-            test = (card.get("metrics") or {}).get("test") or {}
-            found[name] = {"name": name, "description": card.get("description", ""),
-                                     "mr": test.get("mr"), "data": card.get("data", ""), "card": card,
-                                     "checkpoint": str(ck)}
-    rows = list(found.values())
-    rows.sort(key=lambda r: (prefer is not None and domain(r["data"]) != prefer, -(r["mr"] or 0.0), r["name"]))
-    return rows
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------
@@ -236,8 +191,7 @@ class Demo:
 
     def models_for(self, gallery: str | None = None) -> list[dict]:
         """The models, those trained on the gallery's kind of imagery first, then by measured mR."""
-        dom = self.get_gallery(gallery).domain
-        return sorted(self.all_models, key=lambda m: domain(m["data"]) != dom)  # stable: mR order kept
+        return rank(self.all_models, self.get_gallery(gallery).domain)
 
     @property
     def models(self) -> list[dict]:
@@ -265,8 +219,6 @@ class Demo:
             return self._building.setdefault(key, threading.Lock())
 
     def model(self, name: str | None = None):
-        from .models.registry import load_model
-
         name = name or self.default
         info = self.info(name)
         with self._key_lock(("model", name)):

@@ -32,7 +32,8 @@ from .data.dataset import CaptionDataset
 from .data.formats import open_dataset
 from .data.transforms import norm_stats
 from .evaluate import evaluate_model
-from .models.registry import create_model, model_config
+from .models.factory import create_model
+from .models.registry import model_config
 
 
 @dataclass
@@ -167,7 +168,7 @@ def train(a: TrainArgs) -> dict:
     if cfg.get("arch") != "clip":  # word-level text encoders get a vocabulary of the training captions
         from .data.text import Vocab
         vocab = Vocab.build(c for r in train_ds.records for c in r.captions)
-    from .models.registry import build, merge
+    from .models.factory import build, merge
     known = sorted({r.label for r in train_ds.records if r.label})
     if known:  # label-aware modules (LSD, CD, STL) get the training data's scene classes
         overrides.setdefault("classes", known)

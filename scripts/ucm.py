@@ -240,7 +240,7 @@ def argsort_metrics(ck: Path, args, split: str = "val") -> dict:
     import torch
 
     from rsdemo.evaluate import model_scores
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     torch.set_num_threads(1)
     ds = open_ucm(args).split(split)

@@ -110,7 +110,7 @@ def test_checkpoints_from_a_model_repo(tmp_path, monkeypatch):
     import huggingface_hub
 
     from rsdemo.demo import checkpoint_dirs
-    from rsdemo.models.registry import CHECKPOINT_DIR
+    from rsdemo.checkpoint import CHECKPOINT_DIR
 
     repo = tmp_path / "repo"
     repo.mkdir()

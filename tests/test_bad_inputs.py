@@ -254,7 +254,7 @@ def world(tmp_path_factory, one_thread):
     from rsdemo.checkpoint import save
     from rsdemo.data.synthetic import generate
     from rsdemo.index import Retriever
-    from rsdemo.models.registry import create_model
+    from rsdemo.models.factory import create_model
 
     root = tmp_path_factory.mktemp("world")
     gallery = root / "gallery"
@@ -264,7 +264,7 @@ def world(tmp_path_factory, one_thread):
     torch.manual_seed(0)
     model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
     ck = save(model, root / "tiny.safetensors")
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
     model = load_model(ck)
     r = Retriever.build(model, gallery, out=root / "index", batch_size=12, progress=False)
     return {"root": root, "gallery": gallery, "ck": ck, "model": model, "retriever": r, "index": root / "index"}
@@ -344,7 +344,7 @@ CHECKPOINTS = {
 
 @pytest.mark.parametrize("kind", list(CHECKPOINTS))
 def test_bad_checkpoint_refused(kind, world, tmp_path):
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     p = _checkpoint(kind)(world, tmp_path)
     with pytest.raises(ValueError, match=CHECKPOINTS[kind]) as e:
@@ -359,7 +359,7 @@ def test_bad_checkpoint_refused(kind, world, tmp_path):
     ("missing.safetensors", r"missing.safetensors: checkpoint not found"),
 ])
 def test_unknown_model_refused(name, pattern, monkeypatch, tmp_path):
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=pattern):
@@ -370,7 +370,7 @@ def _index_case(kind, world, tmp):
     import shutil
 
     from rsdemo.index import Retriever
-    from rsdemo.models.registry import create_model
+    from rsdemo.models.factory import create_model
 
     if kind == "missing folder":
         return tmp / "nowhere", world["model"]
@@ -510,7 +510,8 @@ def _load_paths(tmp):
     from rsdemo.index import Retriever
     from rsdemo.models.backbones import ImageBackbone
     from rsdemo.models.clip import read_state
-    from rsdemo.models.registry import create_model, load_model
+    from rsdemo.checkpoint import load_model
+    from rsdemo.models.factory import create_model
 
     def index_with(path):
         import shutil
@@ -606,8 +607,7 @@ def _leftovers(folder):
 def test_interrupted_checkpoint_save_keeps_the_old_file(world, tmp_path, monkeypatch):
     import safetensors.torch
 
-    from rsdemo.checkpoint import save
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model, save
 
     path = save(world["model"], tmp_path / "m.safetensors", card={"note": "old"})
     old, old_card = path.read_bytes(), path.with_suffix(".json").read_text()

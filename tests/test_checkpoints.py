@@ -7,7 +7,9 @@ import torch
 
 from rsdemo.data.formats import open_dataset
 from rsdemo.evaluate import evaluate_model
-from rsdemo.models.registry import CHECKPOINT_DIR, create_model, list_models, load_model
+from rsdemo.checkpoint import CHECKPOINT_DIR, load_model
+from rsdemo.models.factory import create_model
+from rsdemo.models.registry import list_models
 
 CARDS = sorted(CHECKPOINT_DIR.glob("*.json"))
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from rsdemo.checkpoint import load, save
-from rsdemo.models.registry import build, create_model
+from rsdemo.models.factory import build, create_model
 
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 32},

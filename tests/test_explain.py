@@ -13,7 +13,7 @@ from rsdemo import explain as E
 from rsdemo.data.dataset import Record, Sample, Span
 from rsdemo.faithfulness import (best_iou, evaluate_faithfulness, faithfulness_table, oracle, phrases, pointing_hit,
                                  write_results)
-from rsdemo.models.registry import CHECKPOINT_DIR, load_model
+from rsdemo.checkpoint import CHECKPOINT_DIR, load_model
 
 CHECKPOINTS = sorted(p.stem for p in CHECKPOINT_DIR.glob("*.safetensors"))
 _models: dict = {}

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rsdemo.checkpoint import save
+from rsdemo.checkpoint import load_model, save
 from rsdemo.data.synthetic import generate
 from rsdemo.index import Retriever, embed_shard
-from rsdemo.models.registry import create_model, load_model
+from rsdemo.models.factory import create_model
 
 QUERY = "a red house next to a road"
 

@@ -4,9 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
-from rsdemo.checkpoint import load, save
+from rsdemo.checkpoint import load, load_model, save
 from rsdemo.data import synthetic as S
-from rsdemo.models.registry import create_model, list_models, load_model, model_config
+from rsdemo.models.factory import create_model
+from rsdemo.models.registry import list_models, model_config
 
 MODELS = list_models()
 # Full-size CLIP towers (ViT-B-32, RN50) are covered for shape/contract but too slow to train on 2 CPU cores here

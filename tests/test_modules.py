@@ -7,7 +7,7 @@ from PIL import Image
 from rsdemo import losses
 from rsdemo.data import synthetic as S
 from rsdemo.models.dove import DTGA, dtga_flops, transformer_flops
-from rsdemo.models.registry import create_model
+from rsdemo.models.factory import create_model
 
 
 @pytest.fixture(scope="module")

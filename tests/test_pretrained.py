@@ -18,7 +18,8 @@ from rsdemo import features
 from rsdemo.checkpoint import load, save
 from rsdemo.data.transforms import image_transform
 from rsdemo.models import backbones as B
-from rsdemo.models.registry import create_model, list_models, model_config
+from rsdemo.models.factory import create_model
+from rsdemo.models.registry import list_models, model_config
 
 LITE0 = [n for n in list_models() if model_config(n).get("backbone") == "efficientnet_lite0"]
 
@@ -264,7 +265,7 @@ def test_frozen_step_matches_uncached_step():
 
 
 def test_default_model_is_the_best_card_by_test_mr(tmp_path, monkeypatch):
-    from rsdemo.models import registry
+    from rsdemo.checkpoint import default_model
 
     def card(name, mr, data="synthetic", weights=True):
         (tmp_path / f"{name}.json").write_text(json.dumps({"model": name, "data": data,
@@ -276,11 +277,11 @@ def test_default_model_is_the_best_card_by_test_mr(tmp_path, monkeypatch):
     card("c", 70.0, data="ucm:DIR")          # another dataset
     card("d", 80.0, weights=False)           # a card without its checkpoint
     (tmp_path / "README.json").write_text("[]")
-    monkeypatch.setattr(registry, "CHECKPOINT_DIR", tmp_path)
-    assert registry.default_model() == "b"
-    assert registry.default_model("ucm:DIR") == "c"
+    monkeypatch.setenv("RSDEMO_CHECKPOINTS", str(tmp_path))
+    assert default_model() == "b"
+    assert default_model("ucm:DIR") == "c"
     with pytest.raises(ValueError, match="no checkpoint"):
-        registry.default_model("rsitmd:x")
+        default_model("rsitmd:x")
 
 
 def test_probe_bench_runs_at_toy_size(cache, monkeypatch):

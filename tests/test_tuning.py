@@ -8,7 +8,7 @@ import torch
 from rsdemo import features
 from rsdemo.checkpoint import load
 from rsdemo.data.transforms import dihedral, oriented
-from rsdemo.models.registry import create_model
+from rsdemo.models.factory import create_model
 
 WORLD = "synthetic:60"
 

@@ -148,7 +148,7 @@ def test_all_images_decode_and_report():
 @pytest.mark.slow
 def test_index_all_images(tmp_path):
     from rsdemo.index import Retriever
-    from rsdemo.models.registry import load_model
+    from rsdemo.checkpoint import load_model
 
     ds = _ucm()
     model = load_model("clip-tiny", device="cpu")
@@ -161,7 +161,7 @@ def test_index_all_images(tmp_path):
 
 
 def _ucm_cards():
-    from rsdemo.models.registry import CHECKPOINT_DIR
+    from rsdemo.checkpoint import CHECKPOINT_DIR
 
     import json
     cards = [(p, json.loads(p.read_text())) for p in sorted((CHECKPOINT_DIR / "ucm").glob("*.json"))]
@@ -193,7 +193,7 @@ def test_dual_label_uses_scene_classes():
     import torch
 
     from rsdemo.data import synthetic as S
-    from rsdemo.models.registry import create_model
+    from rsdemo.models.factory import create_model
 
     worlds = list(S.generate(6, seed=3))
     images = [Image.fromarray(w.image) for w in worlds]

@@ -694,3 +694,12 @@ def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     if sep and len(head) > 1 and not os.path.exists(spec):
         raise DataError(f"{spec}: unknown format {head!r} (known: {', '.join(sorted(_ALIASES))})")
     return load(spec, None, images, labels)
+
+
+def domain(data: str | None) -> str:
+    """The kind of imagery a dataset spec names: 'synthetic', 'ucm', 'rsitmd', ... (its format word), 'folder'
+    for none; what checkpoints are ranked by for a gallery (rsdemo.checkpoint.rank)."""
+    if not data:
+        return "folder"
+    head = str(data).split(":", 1)[0].lower()
+    return head if head in ("synthetic", "ucm", "rsitmd", "rsicd", "sydney") else Path(str(data)).name.lower()
