@@ -1,7 +1,7 @@
 """Ablation and comparison on the synthetic world: every seed model full and with each module switched off.
 
-    python bench/ablate.py                 # train what is missing (resumable), then write docs/RESULTS.md
-    python bench/ablate.py --report-only   # rewrite docs/RESULTS.md from docs/ablation.json
+    python bench/ablate.py                 # train what is missing (resumable), then write the results sections
+    python bench/ablate.py --report-only   # rewrite the sections (and docs/RESULTS.md) from docs/ablation.json
     python bench/ablate.py --epochs 1 --n 60 --seeds 1 --models amfmn-slim --out /tmp/x --no-write  # toy size
 
 Same budget for every row (epochs, batch size, data, learning rate from each model's config), fixed seeds; the
@@ -29,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.report import machine  # noqa: E402
+from rsdemo import results  # noqa: E402
 from rsdemo.models.registry import model_config  # noqa: E402
 
 MODELS = ["amfmn-slim", "ccnet-slim", "ssjdn-slim", "dove-slim", "clip-tiny"]
@@ -74,22 +75,24 @@ def run_one(model, variant, switches, seed, a) -> dict:
             "data": best["data"], "command": best["command"]}
 
 
-def _fmt(vals):
-    m = statistics.mean(vals)
-    return f"{m:.2f}" if len(vals) == 1 else f"{m:.2f} ± {statistics.pstdev(vals):.2f}"
+def _stats(vals: list[float], key: str) -> dict:
+    """mean (and population std over seeds, when there are several) under the table's field names."""
+    out = {key: statistics.mean(vals)}
+    if len(vals) > 1:
+        out[f"{key}_sd"] = statistics.pstdev(vals)
+    return out
 
 
-def report(rows: list[dict], meta: dict) -> str:
+def _mean_sd(key: str) -> list[str]:
+    return [f"{{{key}:.2f}} ± {{{key}_sd:.2f}}", f"{{{key}:.2f}}"]
+
+
+def report(rows: list[dict], meta: dict) -> dict:
+    """The "ablation" results section: one row per (model, variant), means over seeds."""
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["model"], r["variant"]), []).append(r)
-    lines = ["## Ablation and comparison (synthetic world, test split)", "",
-             f"`python bench/ablate.py` on {meta['data']}: {meta['epochs']} epochs per run, each model's own batch "
-             f"size and learning rate, best epoch by val mR, its test metrics reported; mean ± std over seeds "
-             f"(seeds in the last column). Same metric code and tie rule as above. Machine: {meta['machine']}.", "",
-             "| model | variant | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | mR | Δ mR vs full | params | "
-             "train min | seeds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    helped = []
+    out, helped = [], []
     for model in dict.fromkeys(r["model"] for r in rows):
         full = [r["test"]["mr"] for r in groups.get((model, "full"), [])]
         full_mean = statistics.mean(full) if full else None
@@ -97,23 +100,36 @@ def report(rows: list[dict], meta: dict) -> str:
             if m != model:
                 continue
             mrs = [r["test"]["mr"] for r in rs]
-            delta = "" if variant == "full" or full_mean is None else f"{statistics.mean(mrs) - full_mean:+.2f}"
+            row = {"model": model, "variant": variant}
+            for k in KEYS:
+                row.update(_stats([r["test"][k] for r in rs], k))
+            row["delta"] = None if variant == "full" or full_mean is None else statistics.mean(mrs) - full_mean
             if variant != "full" and full_mean is not None and full_mean - statistics.mean(mrs) >= 2:
                 helped.append(f"{model}: {variant[1:]} (+{full_mean - statistics.mean(mrs):.2f} mR)")
-            cells = [_fmt([r["test"][k] for r in rs]) for k in KEYS]
-            mins = statistics.mean(r["run_seconds"] for r in rs) / 60
-            lines.append(f"| {model} | {variant} | " + " | ".join(cells) +
-                         f" | {delta} | {rs[0]['params'] / 1e6:.2f}M | {mins:.1f} | "
-                         f"{','.join(str(r['seed']) for r in rs)} |")
-    lines += ["", "Modules whose removal costs ≥ 2 mR: " + ("; ".join(helped) if helped else "none") + ".",
-              "A negative Δ means the model did better without the module at this budget; we report it as measured. "
-              "Ablation rows are single runs: read each Δ against the spread of its full row (the seed-to-seed "
-              "noise), and note that 5 epochs on 800 training images is a small budget."]
-    return "\n".join(lines)
+            row.update({"params_m": rs[0]["params"] / 1e6,
+                        "train_min": statistics.mean(r["run_seconds"] for r in rs) / 60,
+                        "seeds": ",".join(str(r["seed"]) for r in rs)})
+            out.append(row)
+    heads = ["i2t R@1", "R@5", "R@10", "t2i R@1", "R@5", "R@10", "mR"]
+    return {
+        "title": "Ablation and comparison (synthetic world, test split)",
+        "before": [f"`python bench/ablate.py` on {meta['data']}: {meta['epochs']} epochs per run, each model's own "
+                   f"batch size and learning rate, best epoch by val mR, its test metrics reported; mean ± std over "
+                   f"seeds (seeds in the last column). Same metric code and tie rule as above. Machine: "
+                   f"{meta['machine']}."],
+        "columns": [["model", "{model}"], ["variant", "{variant}"], *([h, _mean_sd(k)] for h, k in zip(heads, KEYS)),
+                    ["Δ mR vs full", "{delta:+.2f}"], ["params", "{params_m:.2f}M"], ["train min", "{train_min:.1f}"],
+                    ["seeds", "{seeds}"]],
+        "rows": out,
+        "after": ["Modules whose removal costs ≥ 2 mR: " + ("; ".join(helped) if helped else "none") + ".\n"
+                  "A negative Δ means the model did better without the module at this budget; we report it as "
+                  "measured. Ablation rows are single runs: read each Δ against the spread of its full row (the "
+                  "seed-to-seed noise), and note that 5 epochs on 800 training images is a small budget."]}
 
 
-def pretraining_report(rows: list[dict], meta: dict) -> str | None:
-    """Each pretrained variant's full rows beside its random-init model's: mean ± std of test mR over seeds."""
+def pretraining_report(rows: list[dict], meta: dict) -> dict | None:
+    """The "pretraining" results section: each pretrained variant's full rows beside its random-init model's,
+    mean ± std of test mR over seeds."""
     full: dict[str, list] = {}
     for r in rows:
         if r["variant"] == "full":
@@ -121,25 +137,30 @@ def pretraining_report(rows: list[dict], meta: dict) -> str | None:
     pairs = [(p, b) for p, b in PAIRS.items() if p in full and b in full]
     if not pairs:
         return None
-    lines = ["## Pretrained vs random-init backbones (synthetic world, test split)", "",
-             f"`python bench/ablate.py` (rows from docs/ablation.json; {meta['epochs']} epochs per run, same batch "
-             f"size, learning rate and seeds for both columns). Random init: slim CNN at 128 px + BiGRU (CLIP-tiny "
-             "for the dual encoder), all weights trained. Pretrained: ImageNet EfficientNet-Lite0 (inputs in [-1, 1], "
-             "at the px shown) + all-MiniLM-L6-v2 word features, both frozen; only the heads train, on the encoders' "
-             "cached outputs.", "",
-             "Train minutes are wall time on a shared 2-core machine (other jobs ran beside the pretrained runs) and "
-             "exclude the encoders' one-time feature caching (the demo cards' `feature_cache_seconds`).", "",
-             "| model | random-init | mR | pretrained | px | mR | Δ mR | seeds | train min (random / pretrained) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    out = []
     for p, b in pairs:
         mp, mb = [r["test"]["mr"] for r in full[p]], [r["test"]["mr"] for r in full[b]]
-        seeds = ",".join(str(r["seed"]) for r in full[p])
         mins = [statistics.mean(r["run_seconds"] for r in full[m]) / 60 for m in (b, p)]
-        lines.append(f"| {p.split('-')[0]} | {b} | {_fmt(mb)} | "
-                     f"{p} | {model_config(p).get('image_size')} | {_fmt(mp)} | "
-                     f"{statistics.mean(mp) - statistics.mean(mb):+.2f} | {seeds} | "
-                     f"{mins[0]:.1f} / {mins[1]:.1f} |")
-    return "\n".join(lines)
+        out.append({"model": p.split("-")[0], "random_init": b, **_stats(mb, "random_mr"), "pretrained": p,
+                    "px": model_config(p).get("image_size"), **_stats(mp, "pretrained_mr"),
+                    "delta": statistics.mean(mp) - statistics.mean(mb),
+                    "seeds": ",".join(str(r["seed"]) for r in full[p]),
+                    "random_min": mins[0], "pretrained_min": mins[1]})
+    return {
+        "title": "Pretrained vs random-init backbones (synthetic world, test split)",
+        "before": [
+            f"`python bench/ablate.py` (rows from docs/ablation.json; {meta['epochs']} epochs per run, same batch "
+            f"size, learning rate and seeds for both columns). Random init: slim CNN at 128 px + BiGRU (CLIP-tiny "
+            "for the dual encoder), all weights trained. Pretrained: ImageNet EfficientNet-Lite0 (inputs in [-1, 1], "
+            "at the px shown) + all-MiniLM-L6-v2 word features, both frozen; only the heads train, on the encoders' "
+            "cached outputs.",
+            "Train minutes are wall time on a shared 2-core machine (other jobs ran beside the pretrained runs) and "
+            "exclude the encoders' one-time feature caching (the demo cards' `feature_cache_seconds`)."],
+        "columns": [["model", "{model}"], ["random-init", "{random_init}"], ["mR", _mean_sd("random_mr")],
+                    ["pretrained", "{pretrained}"], ["px", "{px}"], ["mR", _mean_sd("pretrained_mr")],
+                    ["Δ mR", "{delta:+.2f}"], ["seeds", "{seeds}"],
+                    ["train min (random / pretrained)", "{random_min:.1f} / {pretrained_min:.1f}"]],
+        "rows": out}
 
 
 def main(argv=None) -> str:
@@ -190,17 +211,16 @@ def main(argv=None) -> str:
             rows.sort(key=lambda r: names.index(r["model"]))
         if not a.no_write:
             STORE.write_text(json.dumps({"meta": meta, "runs": rows}, indent=1) + "\n")
-    body = report([r for r in rows if r["model"] not in PAIRS], meta)
+    section = report([r for r in rows if r["model"] not in PAIRS], meta)
     pre = pretraining_report(rows, meta)
+    body = results.markdown(section)
     print(body)
     if pre:
-        print("\n" + pre)
-    if not a.no_write:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from results import write_section
-        write_section("ablation", body)
+        print("\n" + results.markdown(pre))
+    if not a.no_write:   # rsdemo/results/{ablation,pretraining}.json, then docs/RESULTS.md
+        results.save("ablation", section, doc=not pre)
         if pre:
-            write_section("pretraining", pre)
+            results.save("pretraining", pre)
     return body
 
 

@@ -1,7 +1,7 @@
 """Feature quality of the frozen image backbone: linear-probe accuracy on the synthetic scene labels, ImageNet
 EfficientNet-Lite0 vs the same network with random init (timm's initialisation, seed 0), both frozen.
 
-    python bench/probe.py              # writes the "probe" section of docs/RESULTS.md
+    python bench/probe.py              # writes the "probe" section (rsdemo/results/probe.json, docs/RESULTS.md)
     python bench/probe.py --n 60 --no-write
 
 Features: the backbone's stride-32 map (the 1280-channel head ImageNet's classifier pools), mean-pooled, from the
@@ -20,11 +20,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.report import machine  # noqa: E402
+from rsdemo import results  # noqa: E402
 from rsdemo.data.formats import open_dataset  # noqa: E402
 from rsdemo.features import image_features  # noqa: E402
 from rsdemo.models.factory import create_model  # noqa: E402
 
 L2 = [1e-4, 1e-3, 1e-2, 1e-1]
+COLUMNS = [["backbone (frozen)", "{backbone}"], ["image px", "{px}"], ["test acc %", "{test_acc:.1f}"],
+           ["val acc %", "{val_acc:.1f}"], ["train acc %", "{train_acc:.1f}"], ["L2", "{l2:g}"]]
 
 
 def pooled(model, ds) -> torch.Tensor:
@@ -81,23 +84,22 @@ def main(argv=None) -> str:
             torch.manual_seed(0)
             m = create_model("dual-lite0", image_size=size, pretrained=pre).eval()
             r = probe(m, ds)
-            rows.append(f"| EfficientNet-Lite0, {label} | {size} | {r['test_acc']:.1f} | {r['val_acc']:.1f} | "
-                        f"{r['train_acc']:.1f} | {r['l2']:g} |")
+            rows.append({"backbone": f"EfficientNet-Lite0, {label}", "px": size, "pretrained": pre,
+                         **{k: r[k] for k in ("test_acc", "val_acc", "train_acc", "l2")}})
             print(rows[-1], flush=True)
     n = r["n"]
-    body = "\n".join([
-        "## Feature quality: linear probe on scene labels (synthetic world)", "",
-        f"`python bench/probe.py` on {data}: frozen backbone, mean-pooled stride-32 features (1280-d), multinomial "
-        f"logistic regression on standardised features; L2 weight chosen on val from {L2}; {r['classes']} scene "
-        f"classes; train/val/test {n['train']}/{n['val']}/{n['test']} images; inputs in [-1, 1] for both. "
-        f"Machine: {machine()}.", "",
-        "| backbone (frozen) | image px | test acc % | val acc % | train acc % | L2 |",
-        "|---|---|---|---|---|---|", *rows])
+    section = {
+        "title": "Feature quality: linear probe on scene labels (synthetic world)",
+        "before": [
+            f"`python bench/probe.py` on {data}: frozen backbone, mean-pooled stride-32 features (1280-d), multinomial "
+            f"logistic regression on standardised features; L2 weight chosen on val from {L2}; {r['classes']} scene "
+            f"classes; train/val/test {n['train']}/{n['val']}/{n['test']} images; inputs in [-1, 1] for both. "
+            f"Machine: {machine()}."],
+        "columns": COLUMNS, "rows": rows}
+    body = results.markdown(section)
     print(body)
     if not a.no_write:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from results import write_section
-        write_section("probe", body)
+        results.save("probe", section)   # rsdemo/results/probe.json, then docs/RESULTS.md
     return body
 
 

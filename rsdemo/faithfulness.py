@@ -12,18 +12,15 @@ Structures (runway, river, ...) are skipped: they fill large parts of the image 
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from . import results as sections
 from .explain import explain_all, phrase_maps, to_heatmap
 
 MIN_AREA = 0.002          # phrases whose objects cover less of the image than this are skipped (a few pixels)
 LEVELS = np.geomspace(1.0, 1e-3, 20)   # fractions of the image kept as "hot" when thresholding for IoU
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "RESULTS.md"
-TITLE = "# Results\n\nEvery number here is written by a script.\n"
 
 
 TOLERANCE = 15  # pixels: the pointing game's usual allowance (Zhang et al., ECCV 2016)
@@ -129,14 +126,15 @@ def faithfulness_table(results: dict[str, dict]) -> str:
 
 
 def write_results(results: dict[str, dict], data: str = "synthetic", split: str = "test",
-                  command: str = "rsdemo eval-explain --write", doc: Path = DOC) -> Path:
-    """Writes the table into docs/RESULTS.md between <!-- faithfulness --> markers (other sections untouched)."""
-    try:
-        from bench.report import write_section
-    except ImportError:  # bench/ is a top-level folder of the repository, not part of the installed package
-        sys.path.insert(0, str(ROOT))
-        from bench.report import write_section
-    body = (f"## Heatmap faithfulness ({data}, {split} split)\n\n"
+                  command: str = "rsdemo eval-explain --write", doc: Path | None | bool = True,
+                  folder: Path | None = None) -> Path:
+    """Stores the rows as the "faithfulness" results section (rsdemo/results/faithfulness.json, or `folder`) and
+    regenerates docs/RESULTS.md (or `doc`) from the section files; returns the section file."""
+    rows = [{"model": model, "map": name, "pointing": res[name]["pointing"], "iou": res[name]["iou"],
+             "n": res[name]["n"]} for model, res in results.items() for name in sorted(res, key=_order)]
+    section = {
+        "title": f"Heatmap faithfulness ({data}, {split} split)",
+        "before": [
             f"`{command}`. For each caption phrase that names objects (not structures; at least "
             f"{100 * MIN_AREA:.1f}% of the image), each map is upsampled to the image and scored against the "
             f"referred objects' mask. Pointing game: the map's maximum lies within 15 px of the objects (the usual allowance, Zhang et al. 2016). Best IoU: the best "
@@ -146,7 +144,8 @@ def write_results(results: dict[str, dict], data: str = "synthetic", split: str 
             f"Grad-CAM of the score on the last feature map; `random`: a uniform random map at the model's map "
             f"resolution (the floor: its pointing rate is the share of the image within 15 px of the objects); `oracle_HxW`: the "
             f"mask block-averaged to h x w, the ceiling of any map at that resolution (objects are small, so a "
-            f"coarse map cannot point exactly at them).\n\n"
-            + faithfulness_table(results))
-    write_section("faithfulness", body, doc, TITLE)
-    return doc
+            f"coarse map cannot point exactly at them)."],
+        "columns": [["model", "{model}"], ["map", "{map}"], ["pointing game %", "{pointing:.1f}"],
+                    ["mean best IoU %", "{iou:.1f}"], ["n", "{n}"]],
+        "rows": rows}
+    return sections.save("faithfulness", section, doc=doc, folder=folder or sections.DIR)

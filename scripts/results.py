@@ -1,5 +1,6 @@
-"""Writes docs/RESULTS.md's "Demo checkpoints" section from the committed model cards and, for reference, the
-random and bag-of-scene-words baselines measured on the same split by the same metric code.
+"""Measures the "Demo checkpoints" results section (rsdemo/results/demo.json, then docs/RESULTS.md) from the
+committed model cards and, for reference, the random and bag-of-scene-words baselines measured on the same split
+by the same metric code.
 
     python scripts/results.py
 """
@@ -9,31 +10,27 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench import report  # noqa: E402
 from rsdemo.baselines import BASELINES  # noqa: E402
 from rsdemo.data.formats import open_dataset  # noqa: E402
 from rsdemo.evaluate import recall  # noqa: E402
+from rsdemo import results  # noqa: E402
 
-DOC = ROOT / "docs" / "RESULTS.md"
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
 
 
-def row(name, m, extra=""):
-    return f"| {name} | " + " | ".join(f"{m[k]:.2f}" for k in KEYS) + f" | {extra} |"
+COLUMNS = [["model", "{model}"], ["i2t R@1", "{i2t_r1:.2f}"], ["R@5", "{i2t_r5:.2f}"], ["R@10", "{i2t_r10:.2f}"],
+           ["t2i R@1", "{t2i_r1:.2f}"], ["R@5", "{t2i_r5:.2f}"], ["R@10", "{t2i_r10:.2f}"], ["mR", "{mr:.2f}"],
+           ["notes", "{notes}"]]
 
 
-def write_section(name: str, body: str) -> None:
-    report.write_section(name, body, DOC, "# Results\n\nEvery number here is written by a script.\n")
+def write_section(name: str, section: dict) -> None:
+    """Stores one section's data (rsdemo/results/NAME.json) and regenerates docs/RESULTS.md from all of them."""
+    results.save(name, section)
 
 
 def main() -> None:
     cards = [json.loads(p.read_text()) for p in sorted((ROOT / "checkpoints").glob("*.json"))]
-    lines = ["## Demo checkpoints (synthetic world, test split)", "",
-             "`python scripts/results.py` (cards: checkpoints/*.json, written by `python scripts/train_demo.py`). "
-             "Protocol: image->text hit if any of the image's captions is in the top K; text->image per caption; "
-             "mR = mean of the six recalls; ties pessimistic (an equal score counts against the query).", "",
-             "| model | i2t R@1 | R@5 | R@10 | t2i R@1 | R@5 | R@10 | mR | notes |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     datas = set()
     for c in cards:
         m = c["metrics"]["test"]
@@ -44,7 +41,7 @@ def main() -> None:
                      f"their cached outputs (caching {c.get('feature_cache_seconds', 0):.0f} s, not in the minutes)")
         if "mr_embed" in m:
             note += f"; stage-1 embeddings alone: mR {m['mr_embed']:.2f}"
-        lines.append(row(c["model"], m, note))
+        rows.append({"model": c["model"], "kind": "checkpoint", **{k: m[k] for k in KEYS}, "notes": note})
         datas.add(c["data"])
     for data in sorted(datas) or ["synthetic"]:
         test = open_dataset(data).split("test")
@@ -53,10 +50,16 @@ def main() -> None:
             r = recall(BASELINES[name](test, seed=0), owner)
             what = ("bag-of-scene-words matcher (ground-truth scene and object classes, ties broken at random)"
                     if name == "keywords" else "random scores")
-            lines.append(row(f"baseline: {name}", r, f"{what}; {len(test)} images, {len(owner)} captions"))
-    body = "\n".join(lines)
-    print(body)
-    write_section("demo", body)
+            rows.append({"model": f"baseline: {name}", "kind": "baseline", **{k: r[k] for k in KEYS},
+                         "notes": f"{what}; {len(test)} images, {len(owner)} captions"})
+    section = {
+        "title": "Demo checkpoints (synthetic world, test split)",
+        "before": ["`python scripts/results.py` (cards: checkpoints/*.json, written by `python scripts/train_demo.py`). "
+                   "Protocol: image->text hit if any of the image's captions is in the top K; text->image per caption; "
+                   "mR = mean of the six recalls; ties pessimistic (an equal score counts against the query)."],
+        "columns": COLUMNS, "rows": rows}
+    print(results.markdown(section))
+    write_section("demo", section)
 
 
 if __name__ == "__main__":

@@ -317,7 +317,9 @@ def summary(res: dict) -> dict:
     for m, runs in out.items():
         row = {"seeds": sorted(r["seed"] for r in runs), "epochs": runs[0]["epochs"], "params": runs[0]["params"],
                "set": runs[0].get("set") or {},
-               "trainable": runs[0].get("trainable") or _stored_params(ROOT / runs[0]["checkpoint"]),
+               # the run's own file, else its published copy (seed 0 of each row: the same weights)
+               "trainable": (runs[0].get("trainable") or _stored_params(ROOT / runs[0]["checkpoint"])
+                             or _stored_params(CKPT / f"{m}.safetensors")),
                "train_minutes": statistics.mean(r["train_seconds"] or 0 for r in runs) / 60}
         for split in ("val", "test"):
             for k in KEYS:
@@ -387,20 +389,29 @@ def publish(args) -> None:
         print(f"published checkpoints/ucm/{m}.safetensors ({src.stat().st_size / 2**20:.1f} MB)")
 
 
-def _fmt(row: dict, split: str) -> str:
-    i2t = "/".join(f"{row[f'{split}_i2t_r{k}']:.2f}" for k in (1, 5, 10))
-    t2i = "/".join(f"{row[f'{split}_t2i_r{k}']:.2f}" for k in (1, 5, 10))
-    return f"{i2t} | {t2i} | **{row[f'{split}_mr']:.2f}** ± {row[f'{split}_mr_sd']:.2f}"
+def _split_cols(split: str, label: str) -> list:
+    i2t = "/".join(f"{{{split}_i2t_r{k}:.2f}}" for k in (1, 5, 10))
+    t2i = "/".join(f"{{{split}_t2i_r{k}:.2f}}" for k in (1, 5, 10))
+    return [[f"{label}i2t R@1/5/10", i2t], ["t2i R@1/5/10", t2i],
+            ["mR ± sd", [f"**{{{split}_mr:.2f}}** ± {{{split}_mr_sd:.2f}}", f"{{{split}_mr:.2f}}"]]]
 
 
-def write(args) -> str:
-    from bench import report
+# the table's columns as templates over the rows write() stores (rsdemo.results renders them)
+COLUMNS = [["model", "{label}"], ["split", "{split}"], *_split_cols("val", ""), *_split_cols("test", "test ids: "),
+           ["params (trained)", ["{params_m:.1f}M ({trainable_m:.2f}M)", "{params_m:.1f}M", "{params_unknown}"]],
+           ["epochs, min/run", ["{epochs}, {train_minutes:.1f}", "{epochs_note}"]],
+           ["AMFMN split, mR by AMFMN's ranking code", "{val_code_mr:.2f} ± {val_code_mr_sd:.2f}"],
+           ["AMFMN split, mR with optimistic ties", "{val_opt_mr:.2f}"]]
+
+
+def write(args) -> dict:
+    """The "ucm" results section (rsdemo/results/ucm.json, then docs/RESULTS.md) from docs/ucm.json's runs."""
+    from rsdemo import results
 
     res = load_results()
     table = summary(res)
     best = best_model(res)
-    lines = [
-        "## UCM-captions (real images)", "",
+    before = [
         "`python scripts/ucm.py all` (per-run numbers: docs/ucm.json; checkpoints and cards: checkpoints/ucm/). "
         "2,100 real aerial images (UC Merced Land Use), 5 captions each. **AMFMN split**: train = the 1,680 "
         "`train` ids, test = the 210 `val` ids (AMFMN's test set); **test ids**: the 210 `test` ids, a second "
@@ -411,12 +422,8 @@ def write(args) -> str:
         "(UCM repeats captions heavily, so optimistic or order-dependent tie breaking would move i2t R@1). "
         "Identical caption strings of other images are masked out of the negatives in training "
         "(rsdemo.losses.duplicate_mask). Scene labels (labels.csv) feed the label-aware losses. Times: "
-        "training minutes per run on this machine's CPU (2 cores, shared), frozen features cached once.", "",
-        "| model | split | i2t R@1/5/10 | t2i R@1/5/10 | mR ± sd | test ids: i2t R@1/5/10 | t2i R@1/5/10 | "
-        "mR ± sd | params (trained) | epochs, min/run | AMFMN split, mR by AMFMN's ranking code | "
-        "AMFMN split, mR with optimistic ties |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+        "training minutes per run on this machine's CPU (2 cores, shared), frozen features cached once."]
+    rows = []
     order = [m for m in list(PRETRAINED) + list(RANDOM_INIT) if m in table]
     for m in order:
         row = table[m]
@@ -424,26 +431,33 @@ def write(args) -> str:
         mark = " (best by dev mR; checkpoints/ucm)" if m == best else ""
         if row["set"]:
             what += f" (`--set {_tag(row['set'])}`, chosen on the dev blocks)"
-        params = f"{row['params'] / 1e6:.1f}M" if row["params"] else "?"
-        if row.get("trainable"):
-            params += f" ({row['trainable'] / 1e6:.2f}M)"
         if len(row["seeds"]) < len(SEEDS):
             what += f" ({len(row['seeds'])} seed{'s' if len(row['seeds']) > 1 else ''} only, for time)"
-        lines.append(f"| `{m}`{mark}: {what} | AMFMN | {_fmt(row, 'val')} | {_fmt(row, 'test')} | {params} | "
-                     f"{row['epochs']}, {row['train_minutes']:.1f} | "
-                     f"{'%.2f ± %.2f' % (row['val_code_mr'], row['val_code_mr_sd']) if row.get('val_code_mr') is not None else ''} | "
-                     f"{'%.2f' % row['val_opt_mr'] if row.get('val_opt_mr') is not None else ''} |")
+        out = {"model": m, "kind": "trained", "best": m == best, "label": f"`{m}`{mark}: {what}", "split": "AMFMN",
+               "seeds": row["seeds"], "params_m": row["params"] / 1e6 if row["params"] else None,
+               "params_unknown": None if row["params"] else "?",
+               "trainable_m": row["trainable"] / 1e6 if row["params"] and row.get("trainable") else None,
+               "epochs": row["epochs"], "train_minutes": row["train_minutes"],
+               "val_code_mr": row.get("val_code_mr"),
+               "val_code_mr_sd": row["val_code_mr_sd"] if row.get("val_code_mr") is not None else None,
+               "val_opt_mr": row.get("val_opt_mr")}
+        out.update({f"{sp}_{k}": row[f"{sp}_{k}"] for sp in ("val", "test") for k in KEYS})
+        out.update({f"{sp}_mr_sd": row[f"{sp}_mr_sd"] for sp in ("val", "test")})
+        rows.append(out)
     for m, z in sorted(res["zeroshot"].items()):
-        def f(split):
-            r = z[split]
-            return (f"{r['i2t_r1']:.2f}/{r['i2t_r5']:.2f}/{r['i2t_r10']:.2f} | "
-                    f"{r['t2i_r1']:.2f}/{r['t2i_r5']:.2f}/{r['t2i_r10']:.2f} | {r['mr']:.2f}")
-        params = f"{z['params'] / 1e6:.1f}M" if z.get("params") else "?"
-        lines.append(f"| `{m}` trained on the synthetic world only, zero-shot (domain gap) | AMFMN | {f('val')} | "
-                     f"{f('test')} | {params} | - | | |")
+        out = {"model": m, "kind": "zero-shot",
+               "label": f"`{m}` trained on the synthetic world only, zero-shot (domain gap)", "split": "AMFMN",
+               "params_m": z["params"] / 1e6 if z.get("params") else None,
+               "params_unknown": None if z.get("params") else "?", "epochs_note": "-"}
+        out.update({f"{sp}_{k}": z[sp][k] for sp in ("val", "test") for k in KEYS})
+        rows.append(out)
     for name, split, i2t, t2i, mr, src in PUBLISHED:
-        lines.append(f"| published: {name} ({src}) | {split} | {i2t} | {t2i} | {mr:.2f} | | | | | | | |")
-    lines.append("")
+        out = {"model": name, "kind": "published", "source": src, "label": f"published: {name} ({src})",
+               "split": split, "val_mr": mr}
+        out.update(zip([f"val_i2t_r{k}" for k in (1, 5, 10)], map(float, i2t.split("/"))))
+        out.update(zip([f"val_t2i_r{k}" for k in (1, 5, 10)], map(float, t2i.split("/"))))
+        rows.append(out)
+    lines = []  # the prose after the table
     if table:
         ours = {m: table[m]["val_mr"] for m in table}
         top = max(ours, key=ours.get)
@@ -501,10 +515,11 @@ def write(args) -> str:
             lines.append(f"- `checkpoints/ucm/{c.stem}.safetensors` ({size:.1f} MB"
                          f"{', the best model by dev-block mR' if card.get('best_ucm_model') else ''}): "
                          f"val mR {card['metrics']['val']['mr']:.2f}, test mR {card['metrics']['test']['mr']:.2f}")
-    body = "\n".join(lines)
-    report.write_section("ucm", body, ROOT / "docs" / "RESULTS.md", "# Results\n\nEvery number here is written by a script.\n")
-    print(body)
-    return body
+    section = {"title": "UCM-captions (real images)", "before": before, "columns": COLUMNS, "rows": rows,
+               "after": ["\n".join(lines)] if lines else []}
+    results.save("ucm", section)
+    print(results.markdown(section))
+    return section
 
 
 def main(argv=None) -> int:

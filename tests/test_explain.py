@@ -194,12 +194,20 @@ def test_table_and_results_section(tmp_path):
     assert rows[0].startswith("| model | map | pointing game % | mean best IoU % | n |")
     assert [r.split(" | ")[1] for r in rows[2:]] == ["sem8", "baseline_gradcam", "random"]
     assert "| m1 | sem8 | 25.0 | 17.5 | 10 |" in rows
-    doc = tmp_path / "RESULTS.md"
-    doc.write_text("# Results\n\n<!-- demo -->\nkeep me\n<!-- /demo -->\n")
-    write_results(res, doc=doc)
-    write_results(res, doc=doc)                                  # replaced, not appended twice
+    # the section is stored as data beside the others; the doc is regenerated from all of them
+    from rsdemo import results
+
+    folder, doc = tmp_path / "results", tmp_path / "RESULTS.md"
+    results.save("demo", {"title": "Demo", "before": ["keep me"], "columns": [["model", "{model}"]],
+                          "rows": [{"model": "x"}]}, doc=False, folder=folder)
+    write_results(res, doc=doc, folder=folder)
+    write_results(res, doc=doc, folder=folder)                   # replaced, not appended twice
     text = doc.read_text()
-    assert "keep me" in text and text.count("<!-- faithfulness -->") == 1 and "| m1 | random |" in text
+    assert "keep me" in text and text.count("<!-- faithfulness -->") == 1 and "| m1 | random | 1.0 | 2.5 | 10 |" in text
+    assert text.index("<!-- demo -->") < text.index("<!-- faithfulness -->")    # the doc's section order
+    rows = results.rows("faithfulness", folder)
+    assert [(r["model"], r["map"], r["pointing"], r["iou"], r["n"]) for r in rows] == \
+        [("m1", "sem8", 25.0, 17.5, 10), ("m1", "baseline_gradcam", 2.0, 4.0, 10), ("m1", "random", 1.0, 2.5, 10)]
 
 
 def test_cli_eval_explain(test_split):

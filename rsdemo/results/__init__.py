@@ -1,0 +1,117 @@
+"""Measured results as data: one JSON file per section of docs/RESULTS.md, and the one generator of that doc.
+
+Each section (demo, faithfulness, ablation, ucm, probe, pretraining) is written by the script that measures it
+(scripts/results.py, rsdemo eval-explain --write, bench/ablate.py, scripts/ucm.py, bench/probe.py) as
+rsdemo/results/NAME.json: rows of plain numbers, the table's columns as format templates over those rows, and the
+prose around the table. `write_doc()` renders every section into docs/RESULTS.md; the demo page's Models tab reads
+the same rows (`rows(name)`), so a chart and the doc cannot disagree and nothing parses markdown at run time.
+The files ship inside the package (package data), so an installed copy has them too.
+
+Section file: {"title": str, "before": [markdown blocks], "columns": [[header, template or [templates]]],
+"rows": [{field: value}], "after": [markdown blocks]}. A cell is the first template whose fields the row has
+(None counts as missing), formatted with str.format; none -> an empty cell.
+`python -m rsdemo.results` regenerates the doc from the files (no measuring).
+"""
+from __future__ import annotations
+
+import json
+import os
+import string
+import tempfile
+from pathlib import Path
+
+DIR = Path(__file__).resolve().parent
+ORDER = ["demo", "faithfulness", "ablation", "ucm", "probe", "pretraining"]   # the doc's order; others follow
+TITLE = "# Results\n\nEvery number here is written by a script.\n"
+
+
+def _repo_doc() -> Path | None:
+    """docs/RESULTS.md of the checkout this package sits in; None for an installed copy (no doc to write)."""
+    root = DIR.parents[1]
+    return root / "docs" / "RESULTS.md" if (root / "pyproject.toml").is_file() and (root / "docs").is_dir() else None
+
+
+DOC = _repo_doc()
+
+
+def _write(path: Path, text: str) -> None:
+    """Atomic: a reader (the page, a test) never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def names(folder: Path = DIR) -> list[str]:
+    """Sections with a file, in the doc's order."""
+    have = {p.stem for p in Path(folder).glob("*.json")}
+    return [n for n in ORDER if n in have] + sorted(have - set(ORDER))
+
+
+def load(name: str, folder: Path = DIR) -> dict:
+    """One section's data; {} when nothing was measured yet (the page then shows no chart)."""
+    path = Path(folder) / f"{name}.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def rows(name: str, folder: Path = DIR) -> list[dict]:
+    return load(name, folder).get("rows", [])
+
+
+def save(name: str, section: dict, doc: Path | None | bool = True, folder: Path = DIR) -> Path:
+    """Stores a section's data in `folder` (default: the package's) and regenerates the doc from that folder
+    (doc=True: the checkout's docs/RESULTS.md; a path; or None/False: leave the doc alone). Returns the file."""
+    for key in ("title", "columns", "rows"):
+        if key not in section:
+            raise ValueError(f"results section {name!r} lacks {key!r}")
+    path = Path(folder) / f"{name}.json"
+    _write(path, json.dumps(section, indent=1, ensure_ascii=False) + "\n")
+    if doc:
+        write_doc(DOC if doc is True else Path(doc), folder)
+    return path
+
+
+def _fields(template: str) -> list[str]:
+    return [f.split(".")[0].split("[")[0] for _, f, _, _ in string.Formatter().parse(template) if f]
+
+
+def cell(templates, row: dict) -> str:
+    for t in [templates] if isinstance(templates, str) else templates:
+        if all(row.get(f) is not None for f in _fields(t)):
+            return t.format(**row)
+    return ""
+
+
+def table(section: dict) -> str:
+    cols = section["columns"]
+    lines = ["| " + " | ".join(h for h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(t, r) for _, t in cols) + " |" for r in section["rows"]]
+    return "\n".join(lines)
+
+
+def markdown(section: dict) -> str:
+    """One section as the doc shows it: title, prose before, table, prose after."""
+    return "\n\n".join([f"## {section['title']}", *section.get("before", []), table(section),
+                        *section.get("after", [])])
+
+
+def document(folder: Path = DIR) -> str:
+    blocks = [f"<!-- {n} -->\n{markdown(load(n, folder)).rstrip()}\n<!-- /{n} -->" for n in names(folder)]
+    return TITLE + "\n" + "\n\n".join(blocks) + "\n"
+
+
+def write_doc(doc: Path | None = None, folder: Path = DIR) -> Path | None:
+    """docs/RESULTS.md from every section file (the one place that writes it)."""
+    doc = doc or DOC
+    if doc is None:
+        return None
+    _write(Path(doc), document(folder))
+    return Path(doc)
