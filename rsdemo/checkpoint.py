@@ -26,7 +26,7 @@ from .data.formats import domain
 from .models.factory import build
 from .models.registry import config_files, list_models
 
-CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"   # the committed ones, shipped as package data
 
 def atomic_write(path: Path, write) -> None:
     """Calls write(tmp_path), fsyncs and renames over `path`: a crash leaves the old file or none, never half."""

@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", help="image folder")
     s.add_argument("--split", default="test", help="split name(s), comma-separated, or 'all' (default test)")
     g = s.add_mutually_exclusive_group()
-    g.add_argument("--checkpoint", help="a trained model: checkpoint .safetensors, or a name in checkpoints/")
+    g.add_argument("--checkpoint", help="a trained model: checkpoint .safetensors, or the name of a checkpoint (`rsdemo models`)")
     g.add_argument("--scores", help="similarity matrix .npy [n_images, n_captions]")
     g.add_argument("--baseline", default="keywords", choices=["random", "keywords"],
                    help="random scores, or the bag-of-scene-words matcher (default)")
@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "trained model and write OUT/index.faiss, OUT/embeddings.npy and "
                                    "OUT/manifest.json. Resumable: a rerun reuses the finished chunks in OUT/chunks. "
                                    "Unreadable images are skipped and listed in the manifest.")
-    s.add_argument("--model", required=True, help="a trained model: checkpoint .safetensors, or a name in checkpoints/")
+    s.add_argument("--model", required=True, help="a trained model: checkpoint .safetensors, or the name of a checkpoint (`rsdemo models`)")
     s.add_argument("--images", help="image folder (with --data: where the dataset's images are)")
     s.add_argument("--data", help=DATA_HELP + " (index its images and keep its captions)")
     s.add_argument("--out", required=True, help="index folder")
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("models", help="list the registered models",
                        description="List every registered model name with its description and whether a trained "
-                                   "checkpoint is in checkpoints/.")
+                                   "checkpoint is found (rsdemo/checkpoints/, or the folders in RSDEMO_CHECKPOINTS).")
     s.set_defaults(func=_models)
     return p
 

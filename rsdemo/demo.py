@@ -147,7 +147,7 @@ class Demo:
         self.galleries: dict[str, Gallery] = {g.title: g for g in galleries}
         self.all_models = catalogue(dirs)
         if not self.all_models:
-            raise InputError("no trained checkpoints found (checkpoints/*.safetensors); train one with "
+            raise InputError("no trained checkpoints found (rsdemo/checkpoints/ or RSDEMO_CHECKPOINTS); train one with "
                              "`rsdemo train` or set RSDEMO_HF_REPO")
         self.cache = Path(cache) if cache else cache_dir() / "app"
         self._loaded: dict = {}

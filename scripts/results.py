@@ -29,7 +29,7 @@ def write_section(name: str, section: dict) -> None:
 
 
 def main() -> None:
-    cards = [json.loads(p.read_text()) for p in sorted((ROOT / "checkpoints").glob("*.json"))]
+    cards = [json.loads(p.read_text()) for p in sorted((ROOT / "rsdemo" / "checkpoints").glob("*.json"))]
     rows = []
     datas = set()
     for c in cards:
@@ -54,7 +54,7 @@ def main() -> None:
                          "notes": f"{what}; {len(test)} images, {len(owner)} captions"})
     section = {
         "title": "Demo checkpoints (synthetic world, test split)",
-        "before": ["`python scripts/results.py` (cards: checkpoints/*.json, written by `python scripts/train_demo.py`). "
+        "before": ["`python scripts/results.py` (cards: rsdemo/checkpoints/*.json, written by `python scripts/train_demo.py`). "
                    "Protocol: image->text hit if any of the image's captions is in the top K; text->image per caption; "
                    "mR = mean of the six recalls; ties pessimistic (an equal score counts against the query)."],
         "columns": COLUMNS, "rows": rows}

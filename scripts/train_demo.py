@@ -1,11 +1,11 @@
-"""Trains the demo checkpoints on the synthetic world and publishes them into checkpoints/.
+"""Trains the demo checkpoints on the synthetic world and publishes them into rsdemo/checkpoints/.
 
     python scripts/train_demo.py                 # train every demo model, then publish
-    python scripts/train_demo.py --publish-only  # copy runs/MODEL/best.* to checkpoints/MODEL.*
+    python scripts/train_demo.py --publish-only  # copy runs/MODEL/best.* to rsdemo/checkpoints/MODEL.*
     python scripts/train_demo.py --publish-only --models M --from runs/ablate/M/full/seed0   # publish another run
 
 Each model is trained by exactly `rsdemo train --model MODEL --data synthetic --out runs/MODEL` (its card records
-the command); best.safetensors (fp16) and its card become checkpoints/MODEL.safetensors / .json.
+the command); best.safetensors (fp16) and its card become rsdemo/checkpoints/MODEL.safetensors / .json.
 """
 import argparse
 import json
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+CKPT = ROOT / "rsdemo" / "checkpoints"   # the committed checkpoints (rsdemo.checkpoint.CHECKPOINT_DIR)
 DEMO = ["amfmn-slim", "clip-tiny", "ccnet-slim", "ssjdn-slim", "dove-slim",
         "amfmn-lite0", "dual-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0"]
 
@@ -34,14 +35,14 @@ def main() -> None:
         if not a.publish_only:
             subprocess.run([sys.executable, "-m", "rsdemo", "train", "--model", m, "--data", "synthetic",
                             "--out", str(run), "--quiet"], check=True, cwd=ROOT)
-        shutil.copyfile(run / "best.safetensors", ROOT / "checkpoints" / f"{m}.safetensors")
+        shutil.copyfile(run / "best.safetensors", CKPT / f"{m}.safetensors")
         card = json.loads((run / "best.json").read_text())
         # the best card was written mid-run; the whole run's time is the training budget that was spent
         card["run_seconds"] = json.loads((run / "last.json").read_text())["train_seconds"]
         card.setdefault("cpus", os.cpu_count())  # cards from before the field existed (published where trained)
-        (ROOT / "checkpoints" / f"{m}.json").write_text(json.dumps(card, indent=1) + "\n")
-        size = (ROOT / "checkpoints" / f"{m}.safetensors").stat().st_size / 2**20
-        print(f"published checkpoints/{m}.safetensors ({size:.1f} MB)")
+        (CKPT / f"{m}.json").write_text(json.dumps(card, indent=1) + "\n")
+        size = (CKPT / f"{m}.safetensors").stat().st_size / 2**20
+        print(f"published rsdemo/checkpoints/{m}.safetensors ({size:.1f} MB)")
 
 
 if __name__ == "__main__":

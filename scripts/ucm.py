@@ -3,8 +3,8 @@
     python scripts/ucm.py all                 # every step below, in order; finished runs are kept (resumable)
     python scripts/ucm.py dev                 # pick each model's epoch count on per-class blocks of train ids
     python scripts/ucm.py final               # 3 seeds per model on the AMFMN split, evaluated on val and test
-    python scripts/ucm.py zeroshot            # the synthetic-trained checkpoints/*.safetensors on UCM
-    python scripts/ucm.py publish             # the best model's checkpoint + card into checkpoints/ucm/
+    python scripts/ucm.py zeroshot            # the synthetic-trained rsdemo/checkpoints/*.safetensors on UCM
+    python scripts/ucm.py publish             # the best model's checkpoint + card into rsdemo/checkpoints/ucm/
     python scripts/ucm.py write               # the "UCM-captions (real images)" section of docs/RESULTS.md
 
 Every training is one public command, `rsdemo train --model M --data ucm:DIR --images DIR ...` (printed as it
@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 SHARED = Path(os.environ.get("RSDEMO_SHARED_DATA", ROOT.parent / "shared" / "data"))
 RUNS = ROOT / "runs" / "ucm"
 RESULTS = ROOT / "docs" / "ucm.json"
-CKPT = ROOT / "checkpoints" / "ucm"
+CKPT = ROOT / "rsdemo" / "checkpoints" / "ucm"   # committed UCM checkpoints: names ucm/MODEL
 SEEDS = (0, 1, 2)
 KEYS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "mr"]
 
@@ -294,7 +294,7 @@ def final(args) -> None:
 def zeroshot(args) -> None:
     """The committed synthetic-world checkpoints, unchanged, on UCM val and test."""
     res = load_results()
-    for ck in sorted((ROOT / "checkpoints").glob("*.safetensors")):
+    for ck in sorted(CKPT.parent.glob("*.safetensors")):
         card = json.loads(ck.with_suffix(".json").read_text())
         if not str(card.get("data", "")).startswith("synthetic"):
             continue
@@ -354,7 +354,7 @@ def best_model(res: dict) -> str | None:
 
 
 def publish(args) -> None:
-    """checkpoints/ucm/<model>.safetensors: seed 0 of the best model (by dev mR) and of every other trained model
+    """rsdemo/checkpoints/ucm/<model>.safetensors: seed 0 of the best model (by dev mR) and of every other trained model
     whose file is small; the card states data, split, seeds, and the val/test metrics the eval reproduces."""
     res = load_results()
     table = summary(res)
@@ -380,13 +380,13 @@ def publish(args) -> None:
             "seed_mean": {s: {k: row[f"{s}_{k}"] for k in KEYS} for s in ("val", "test")},
             "seed_spread": {s: row[f"{s}_mr_sd"] for s in ("val", "test")},
             "best_ucm_model": m == best, "ties": "pessimistic",
-            "reproduce": f"rsdemo eval --checkpoint checkpoints/ucm/{m}.safetensors --data "
+            "reproduce": f"rsdemo eval --checkpoint ucm/{m} --data "
                          f"ucm:../shared/data/ucm_captions --images ../shared/data/ucm_images --split val",
         })
         card.pop("history", None)
         shutil.copyfile(src, CKPT / f"{m}.safetensors")
         (CKPT / f"{m}.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
-        print(f"published checkpoints/ucm/{m}.safetensors ({src.stat().st_size / 2**20:.1f} MB)")
+        print(f"published rsdemo/checkpoints/ucm/{m}.safetensors ({src.stat().st_size / 2**20:.1f} MB)")
 
 
 def _split_cols(split: str, label: str) -> list:
@@ -412,7 +412,7 @@ def write(args) -> dict:
     table = summary(res)
     best = best_model(res)
     before = [
-        "`python scripts/ucm.py all` (per-run numbers: docs/ucm.json; checkpoints and cards: checkpoints/ucm/). "
+        "`python scripts/ucm.py all` (per-run numbers: docs/ucm.json; checkpoints and cards: rsdemo/checkpoints/ucm/). "
         "2,100 real aerial images (UC Merced Land Use), 5 captions each. **AMFMN split**: train = the 1,680 "
         "`train` ids, test = the 210 `val` ids (AMFMN's test set); **test ids**: the 210 `test` ids, a second "
         "column. Each trained row: mean ± sample standard deviation of mR over seeds "
@@ -428,7 +428,7 @@ def write(args) -> dict:
     for m in order:
         row = table[m]
         what = {**PRETRAINED, **RANDOM_INIT}[m][0]
-        mark = " (best by dev mR; checkpoints/ucm)" if m == best else ""
+        mark = " (best by dev mR; rsdemo/checkpoints/ucm)" if m == best else ""
         if row["set"]:
             what += f" (`--set {_tag(row['set'])}`, chosen on the dev blocks)"
         if len(row["seeds"]) < len(SEEDS):
@@ -506,13 +506,13 @@ def write(args) -> dict:
     cards = sorted(CKPT.glob("*.json"))
     if cards:
         lines += ["", "Committed checkpoints (seed 0 of each row; the *-lite0 files hold the heads only, the frozen "
-                  "Lite0/MiniLM weights come from their pip packages at load). `rsdemo eval --checkpoint checkpoints/ucm/M.safetensors --data "
+                  "Lite0/MiniLM weights come from their pip packages at load). `rsdemo eval --checkpoint ucm/M --data "
                   "ucm:../shared/data/ucm_captions --images ../shared/data/ucm_images --split val` prints the card's "
                   "numbers (tests/test_ucm.py checks the best one):", ""]
         for c in cards:
             card = json.loads(c.read_text())
             size = c.with_suffix(".safetensors").stat().st_size / 2**20
-            lines.append(f"- `checkpoints/ucm/{c.stem}.safetensors` ({size:.1f} MB"
+            lines.append(f"- `rsdemo/checkpoints/ucm/{c.stem}.safetensors` ({size:.1f} MB"
                          f"{', the best model by dev-block mR' if card.get('best_ucm_model') else ''}): "
                          f"val mR {card['metrics']['val']['mr']:.2f}, test mR {card['metrics']['test']['mr']:.2f}")
     section = {"title": "UCM-captions (real images)", "before": before, "columns": COLUMNS, "rows": rows,

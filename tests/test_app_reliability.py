@@ -210,7 +210,7 @@ def test_other_paths_are_refused(served, what):
         "../ out of assets": f"{app.ASSETS}/../app.py",
         "app.py (repo, not assets)": ROOT / "app.py",
         "gallery image": gallery_image,
-        "checkpoint": sorted((ROOT / "checkpoints").glob("*.safetensors"))[0],
+        "checkpoint": sorted((ROOT / "rsdemo" / "checkpoints").glob("*.safetensors"))[0],
         "symlink in an allowed folder pointing out": served["allowed"] / "link.txt",
         "encoded ../": None,
         "without the gradio_api prefix": "/etc/passwd",

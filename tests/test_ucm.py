@@ -172,7 +172,7 @@ def _ucm_cards():
 @pytest.mark.slow
 @pytest.mark.parametrize("card_path", _ucm_cards(), ids=lambda p: p.stem)
 def test_ucm_checkpoint_reproduces_card(card_path, capsys):
-    """`rsdemo eval --checkpoint checkpoints/ucm/<best>.safetensors --data ucm:... --split val` gives the card's mR."""
+    """`rsdemo eval --checkpoint ucm/<best> --data ucm:... --split val` gives the card's mR."""
     import json
 
     from rsdemo.cli import main
