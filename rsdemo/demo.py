@@ -85,8 +85,10 @@ class Gallery:
 
     def __init__(self, images: str | None = None, data: str | None = None, split: str | None = None):
         from . import open_dataset
+        from .data.sources import resolve_gallery
 
         self.dataset = None
+        images, data, split = resolve_gallery(images, data, split)  # a dataset name ('ucm'): fetched, verified
         if images is None and data is None:
             data = DEFAULT_GALLERY
         if data is not None:
@@ -96,7 +98,9 @@ class Gallery:
                     raise InputError(f"{data} has no split {split!r} (has {', '.join(ds.split_counts())})")
                 ds = ds.split(split)
             self.dataset = ds
-            self.folder = str(Path(ds.image_path(0)).parent) if len(ds) else str(images or "")
+            # the image root when given (the Land Use layout keeps images in class subfolders below it)
+            self.folder = (str(ds.image_root) if ds.has_images() else
+                           str(Path(ds.image_path(0)).parent) if len(ds) else str(images or ""))
         else:
             if not Path(images).is_dir():
                 raise InputError(f"{images}: not a folder of images")

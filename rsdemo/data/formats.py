@@ -680,7 +680,8 @@ def load(path, fmt: str | None = None, images=None, labels=None, **kw) -> Captio
 
 
 def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
-    """'FMT:PATH' (e.g. 'rsitmd:/data/dataset_RSITMD.json', 'ucm:/x/ucm_captions') or a bare path (detected).
+    """'FMT:PATH' (e.g. 'rsitmd:/data/dataset_RSITMD.json', 'ucm:/x/ucm_captions'), a bare path (detected), or a
+    downloadable dataset's name ('ucm': fetched into the cache and verified, rsdemo.data.sources).
 
     `images`: the image folder (files found by name, else by stem, or in the UC Merced Land Use layout);
     `labels`: a CSV of id,class (default: labels.csv in the image folder or beside the annotations).
@@ -688,6 +689,10 @@ def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from .synthetic import open_synthetic   # the synthetic world is optional and heavier: import on use
         return open_synthetic(spec)
+    if ":" not in spec and not os.path.exists(spec):
+        from .sources import SOURCES, open_named  # a dataset by name ('ucm'): downloaded and verified once
+        if spec.lower() in SOURCES:
+            return open_named(spec, images, labels)
     head, sep, rest = spec.partition(":")
     if sep and head.lower() in _ALIASES:
         return load(rest, head, images, labels)
