@@ -7,6 +7,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -219,7 +220,7 @@ def test_fetch_verifies_and_opens_by_name(server, cache, tmp_path, monkeypatch):
     assert (images, data, split) == (str(img), "ucm", "test")
     assert resolve_gallery("ucm:all")[2] is None and resolve_gallery("ucm", split="val")[2] == "val"
     g = rsdemo.Gallery(*resolve_gallery("ucm"))
-    assert len(g.dataset) == 1 and g.domain == "ucm"
+    assert len(g.dataset) == 1 and g.domain == "ucm" and g.folder == str(img)  # names below the class folders
 
 
 def test_not_names_pass_through(tmp_path):
@@ -326,6 +327,33 @@ def test_dead_first_mirror(server, cache, tmp_path):
         assert used == server.url("/x.json") and (tmp_path / "x.json").read_bytes() == body
     finally:
         other.close()
+
+
+def test_mirror_with_a_wrong_archive_is_skipped(server, cache, tmp_path):
+    files, man = standin(tmp_path)
+    (tmp_path / "bad").mkdir()
+    bad, _ = standin(tmp_path / "bad", corrupt="agricultural/agricultural00.tif")
+    serve(server, files)
+    other = Server()
+    try:
+        other.files["/UCMerced_LandUse.zip"] = bad["UCMerced_LandUse.zip"]
+        root = fetch(entry(server, man, mirrors=[other.url("/UCMerced_LandUse.zip")]), progress=False)
+        assert (root / "UCMerced_LandUse/Images/agricultural/agricultural00.tif").is_file()
+        # the only other mirror does not answer: the mismatch seen is what gets reported
+        for f in (root / "UCMerced_LandUse", root / "verified.json"):
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        with pytest.raises(VerifyError, match=r"agricultural00\.tif: decoded pixels differ"):
+            src = entry(server, man)
+            fetch(replace(src, archive=replace(src.archive, urls=(other.url("/UCMerced_LandUse.zip"),
+                                                                  dead_url("/UCMerced_LandUse.zip")))),
+                  progress=False)
+        assert not (root / "UCMerced_LandUse.zip").exists()
+    finally:
+        other.close()
+    # an archive put there by hand that is not a zip: named, with what to do
+    (root / "UCMerced_LandUse.zip").write_bytes(b"<html>not found</html>")
+    with pytest.raises(VerifyError, match=r"UCMerced_LandUse\.zip: not a readable zip.*delete it"):
+        fetch(entry(server, man), progress=False)
 
 
 def test_no_mirror_says_what_to_fetch_by_hand(cache, tmp_path):

@@ -247,14 +247,14 @@ def _unpack(archive: Path, out: Path) -> int:
                     shutil.copyfileobj(fin, fout, 1 << 20)
                 n += 1
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise DataError(f"{archive}: not a readable zip archive ({e})") from e
+        raise DataError(f"not a readable zip archive ({e})") from e
     return n
 
 
 def _mismatch(src: Source, bad, where: str) -> VerifyError:
     shown = "; ".join(f"{f}: {r}" for f, r in bad[:5])
     more = f"; and {len(bad) - 5} more" if len(bad) > 5 else ""
-    return VerifyError(f"{src.name}: {len(bad)} image file(s) differ from the manifest, not used ({where}): "
+    return VerifyError(f"{src.name}: {len(bad)} file(s) differ from the manifest, not used ({where}): "
                        f"{shown}{more}", [f for f, _ in bad])
 
 
@@ -266,7 +266,8 @@ def _by_hand(src: Source, root: Path, todo: list[Remote], failures) -> FetchErro
     for r in todo:
         folder = (root / r.name).parent
         groups.setdefault((str(folder), r.page or r.urls[0]), []).append(Path(r.name).name)
-    steps = "; ".join(f"{', '.join(names)} from {page} into {folder}{os.sep}" for (folder, page), names in groups.items())
+    steps = "; ".join(f"{', '.join(names)} from {page} into {folder}{os.sep}"
+                      for (folder, page), names in groups.items())
     return FetchError(f"{src.name}: could not download {src.title} (no mirror answered: {', '.join(hosts)}: "
                       f"{' / '.join(reasons)[:200]}). Fetch by hand: {steps}; then run again "
                       f"(RSDEMO_CACHE moves the folder).", failures)
@@ -326,38 +327,43 @@ def _fetch_images(src: Source, man: dict, root: Path, progress, timeout, dead):
         archive.unlink(missing_ok=True)
         return None
     urls = list(src.archive.urls)
-    failures: list[tuple[str, str]] = []
+    first_bad = None   # the error of the first mirror whose archive did not match: reported if no other one does
     while True:
-        origin = f"archive {archive}"
+        used = None
         if not archive.is_file():  # else: put there by hand, or downloaded by a run that stopped before unpacking
-            if not urls:
-                return failures
             try:
                 used = download(urls, archive, None, progress=progress, timeout=timeout, dead=dead)
             except FetchError as e:
-                return failures + e.failures
+                if first_bad is None:
+                    return e.failures
+                raise first_bad from None
             urls = urls[urls.index(used) + 1:]
-            origin = f"archive from {used}"
         tmp = root / f".images.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             _unpack(archive, tmp)
             bad = _check_images(src, man, tmp, progress)
         except DataError as e:
-            bad = [(str(archive), str(e))]
-        if not bad:
+            bad = None
+            err = VerifyError(f"{archive}: {e}" + (f" (downloaded from {used})" if used else
+                                                   "; delete it to download it again"), [str(archive)])
+        if bad == []:
             images.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, images)
             write_json(_stamp(root), {"manifest": _manifest_key(src), "files": _stats(images)})
             archive.unlink(missing_ok=True)
             return None
         shutil.rmtree(tmp, ignore_errors=True)
-        bad = [(f if not f.startswith(str(tmp)) else src.images + f[len(str(tmp)):], r) for f, r in bad]
-        if not origin.startswith("archive from") or not urls:
-            raise _mismatch(src, bad, origin + ("" if origin.startswith("archive from")
-                                                else "; delete it to download it again"))
-        archive.unlink(missing_ok=True)  # this mirror's copy is bad: try the next one
-        failures.append((origin, f"{len(bad)} image(s) differ"))
+        if bad:
+            bad = [(src.images + f[len(str(tmp)):] if f.startswith(str(tmp)) else f, r) for f, r in bad]
+            err = _mismatch(src, bad, f"archive from {used}" if used else
+                            f"archive {archive}; delete it to download it again")
+        if used is None:
+            raise err
+        archive.unlink(missing_ok=True)  # this mirror's copy is bad (and reported): try the next one
+        first_bad = first_bad or err
+        if not urls:
+            raise first_bad
 
 
 # ---- what the rest of the package calls --------------------------------------------------------------------------
