@@ -25,7 +25,8 @@ def run(models=None, repeats=5, threads=None, log=print) -> tuple[str, dict]:
 
     from rsdemo import list_models
     from rsdemo.data.dataset import load_rgb
-    from rsdemo.explain import explain_all, gradcam, overlay, own_maps, region_similarity
+    from rsdemo.explain import explain_all, gradcam, own_maps, region_similarity
+    from rsdemo.ui import overlay
 
     torch.set_num_threads(threads or os.cpu_count())
     ds = world(40)

@@ -310,10 +310,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List every registered model name with its description and whether a trained "
                                    "checkpoint is found (rsdemo/checkpoints/, or the folders in RSDEMO_CHECKPOINTS).")
     s.set_defaults(func=_models)
+
+    # its options are the page's own (rsdemo.page.main parses them): main() hands everything after "serve" over
+    sub.add_parser("serve", help="start the demo page (what app.py starts on a Space)", add_help=False,
+                   description="rsdemo serve [--gallery DIR] [--data SPEC] [--split NAME] [--host H] [--port N]; "
+                               "`rsdemo serve --help` lists them.")
     return p
 
 
+def _serve(argv: list[str]) -> int:
+    from .page import main as serve_page   # gradio: heavy, and only the page needs it
+
+    serve_page(argv, prog="rsdemo serve")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command is None:

@@ -1,14 +1,14 @@
 """What the demo page does, as plain Python: pick a model, search a gallery by text or image, explain a result.
 
-app.py only lays this out in Gradio, so everything the page shows is reachable from Python (and the same calls
-back the page's named API endpoints). A `Demo` holds one gallery (the synthetic demo gallery by default, or any
+The service behind the page: it returns data (hits, maps, scores, matrices), never pixels, charts or wording:
+rsdemo.ui renders, rsdemo.page lays out (app.py and `rsdemo serve` start it), so everything the page shows is
+reachable from Python (and the same calls back the page's named API endpoints). A `Demo` holds one gallery (the synthetic demo gallery by default, or any
 image folder, with its annotation file when given) and the models that have a checkpoint; each model's index of
 the gallery is built once, kept on disk, and reopened on the next start.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import threading
@@ -18,15 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported for app.py
+from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported (public names of the service)
 from .data.formats import domain
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
 MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
 MAX_K = 50
 BASELINES = ("baseline_region_sim", "baseline_gradcam")
-THUMB = 512                          # longest side of a result as sent to the page
-RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"
 
 
 class InputError(ValueError):
@@ -66,15 +64,6 @@ def read_image(image):
         raise InputError(str(e).split("\n")[0]) from None
     except Exception as e:  # noqa: BLE001 - any other decoder failure becomes one clear line
         raise InputError(f"Could not read that file as an image ({type(e).__name__}: {e}).") from None
-
-
-def thumbnail(path: str, side: int = THUMB):
-    from .data.dataset import load_rgb
-
-    im = load_rgb(path)
-    if max(im.size) > side:
-        im.thumbnail((side, side))
-    return im
 
 
 # ---- galleries ---------------------------------------------------------------------------------------------
@@ -340,10 +329,11 @@ class Demo:
 
     def explain(self, name: str, query: str, model: str | None = None, map: str | None = None,
                 word: str | None = None, gallery: str | None = None) -> dict:
-        """Overlay of one map (a model's own, or a baseline) on a gallery image, plus what the page lists:
-        the map names, the words that have their own maps, the score, and a co-occurrence figure."""
-        from .explain import (cooccurrence_figure, gradcam, overlay, own_maps, region_similarity, word_maps,
-                              word_sources)
+        """One map (a model's own, or a baseline) of a gallery image, as data: {image (PIL), heat (the map at its
+        own resolution), map (its name), maps (the names to choose from), words (those with their own maps),
+        tokens, score, cooccurrence (rsdemo.explain.cooccurrence: the word x region matrix, or None)}.
+        rsdemo.ui draws it (ui.explained_image, ui.cooccurrence_figure)."""
+        from .explain import cooccurrence, gradcam, own_maps, region_similarity, word_maps, word_sources
 
         item = self.explanation(name, query, model, gallery)
         ex, image, m = item["ex"], item["image"], item["model"]
@@ -372,40 +362,9 @@ class Demo:
                 if heat is None:
                     raise InputError(f"{chosen} is not available for this model.")
             shown = chosen
-        fig = cooccurrence_figure(ex)
-        return {"overlay": overlay(image, np.asarray(heat)), "map": shown, "maps": names, "words": list(words),
-                "tokens": list(ex.tokens), "score": float(ex.score), "figure": fig}
+        return {"image": image, "heat": np.asarray(heat), "map": shown, "maps": names, "words": list(words),
+                "tokens": list(ex.tokens), "score": float(ex.score), "cooccurrence": cooccurrence(ex)}
 
     def warm(self, model: str | None = None, gallery: str | None = None) -> None:
         """Loads the model and its index (what a cold start pays once)."""
         self.retriever(model, gallery)
-
-
-# ---- docs/RESULTS.md as data (the Models tab's charts) --------------------------------------------------------
-
-def results_tables(doc: str | os.PathLike = RESULTS_DOC) -> dict[str, list[dict]]:
-    """Each <!-- section --> of the results doc -> its first markdown table as rows of {column: text}."""
-    try:
-        text = Path(doc).read_text()
-    except OSError:
-        return {}
-    out = {}
-    for name, body in re.findall(r"<!-- ([\w-]+) -->(.*?)<!-- /\1 -->", text, re.S):
-        lines = [ln.strip() for ln in body.splitlines() if ln.strip().startswith("|")]
-        if len(lines) < 3:
-            continue
-        head = [c.strip() for c in lines[0].strip("|").split("|")]
-        # repeated headers (R@5 of both directions) get their direction's prefix
-        seen, cols = {}, []
-        for c in head:
-            seen[c] = seen.get(c, 0) + 1
-            cols.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
-        rows = [dict(zip(cols, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
-        out[name] = rows
-    return out
-
-
-def number(text) -> float | None:
-    """'62.57 ± 1.11' or '**62.57** ± 1.11' -> 62.57; '' or '-' -> None."""
-    m = re.match(r"\s*([-+]?\d+(?:\.\d+)?)", str(text or "").replace("*", ""))
-    return float(m.group(1)) if m else None

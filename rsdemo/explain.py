@@ -1,9 +1,10 @@
-"""Model maps -> pictures: the one place the app, the CLI and the faithfulness metrics turn explanations into heatmaps.
+"""Model maps -> heatmaps: the one place the app, the CLI and the faithfulness metrics turn explanations into maps.
 
 A model's `explain` gives maps at feature resolution (rsdemo.models.base.Explanation). Here they are upsampled and
-normalised (`to_heatmap`), coloured onto the image (`overlay`), split per word (`word_maps`), shown as the CCNet
-word x region matrix (`cooccurrence_figure`), and compared with two baselines that work for any model
-(`region_similarity`, `gradcam`), so a model's own map can be judged against what it would show anyway.
+normalised (`to_heatmap`), split per word (`word_maps`), given as the CCNet word x region matrix (`cooccurrence`),
+and compared with two baselines that work for any model (`region_similarity`, `gradcam`), so a model's own map can
+be judged against what it would show anyway. Everything here is data; colouring it (overlays, charts) is
+rsdemo.ui's job.
 """
 from __future__ import annotations
 
@@ -13,31 +14,6 @@ import torch.nn.functional as F
 
 # Maps that stack K learned slots (DOVE's ROAM), not words: never per-word, even when K equals the token count.
 SLOTS = {"roam"}
-
-# Piecewise-linear colormaps: (position, (r, g, b)) control points, interpolated into a 256-entry table.
-_CMAPS = {
-    "jet": [(0.0, (0, 0, 128)), (0.11, (0, 0, 255)), (0.36, (0, 255, 255)), (0.5, (128, 255, 128)),
-            (0.64, (255, 255, 0)), (0.89, (255, 0, 0)), (1.0, (128, 0, 0))],
-    "viridis": [(0.0, (68, 1, 84)), (0.25, (59, 82, 139)), (0.5, (33, 145, 140)), (0.75, (94, 201, 98)),
-                (1.0, (253, 231, 37))],
-    "gray": [(0.0, (0, 0, 0)), (1.0, (255, 255, 255))],
-}
-
-
-def _lut(name: str) -> np.ndarray:
-    if name not in _CMAPS:
-        raise ValueError(f"unknown colormap {name!r} ({', '.join(_CMAPS)})")
-    pos = np.array([p for p, _ in _CMAPS[name]])
-    rgb = np.array([c for _, c in _CMAPS[name]], dtype=np.float64)
-    x = np.linspace(0, 1, 256)
-    return np.stack([np.interp(x, pos, rgb[:, k]) for k in range(3)], 1).round().astype(np.uint8)
-
-
-def colormap(heat: np.ndarray, name: str = "jet") -> np.ndarray:
-    """[H, W] values in [0, 1] -> [H, W, 3] uint8 RGB."""
-    h = np.nan_to_num(np.asarray(heat, dtype=np.float64), nan=0.0)
-    return _lut(name)[(np.clip(h, 0, 1) * 255).round().astype(np.int64)]
-
 
 def _hw(size) -> tuple[int, int]:
     return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
@@ -53,18 +29,6 @@ def to_heatmap(m: np.ndarray, size) -> np.ndarray:
     up = F.interpolate(a[None, None], size=_hw(size), mode="bilinear", align_corners=False)[0, 0].numpy()
     lo, hi = float(up.min()), float(up.max())
     return (up - lo) / (hi - lo) if hi > lo else np.zeros_like(up)
-
-
-def overlay(image, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet"):
-    """The heatmap coloured and alpha-blended on the image (PIL in, PIL RGB out, the image's size)."""
-    from PIL import Image
-
-    im = np.asarray(image.convert("RGB"), dtype=np.float64)
-    heat = np.asarray(heat, dtype=np.float64)
-    if heat.shape != im.shape[:2]:  # a feature-resolution map: bring it to the picture first
-        heat = to_heatmap(heat, im.shape[:2])
-    out = (1 - alpha) * im + alpha * colormap(heat, cmap)
-    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
 
 
 # ---- per-word maps ---------------------------------------------------------------------------------------
@@ -145,28 +109,20 @@ def phrase_map(model, image, text: str, span, source: str | None = None, ex=None
 
 
 # ---- the word x region matrix ----------------------------------------------------------------------------
-def cooccurrence_figure(ex, grid=None, title: str | None = None):
-    """ex.cfm [T, h*w] as an interactive heatmap (x: regions, y: tokens); None when the model has no cfm."""
+def cooccurrence(ex) -> dict | None:
+    """ex.cfm [T, h*w] as data for a word x region chart: the matrix, its row words, its region labels ("(row,col)"
+    where the regions form a grid, else "rN"), the grid and the score; None when the model has no cfm."""
     if ex.cfm is None:
         return None
-    import plotly.graph_objects as go
-
-    T, R = ex.cfm.shape
-    grid = tuple(grid) if grid is not None else _grid(ex, R)
+    cfm = np.asarray(ex.cfm)
+    T, R = cfm.shape
+    grid = _grid(ex, R)
     if grid is not None and grid[0] * grid[1] == R:
-        xs = [f"({i // grid[1]},{i % grid[1]})" for i in range(R)]
+        regions = [f"({i // grid[1]},{i % grid[1]})" for i in range(R)]
     else:
-        xs = [f"r{i}" for i in range(R)]
-    # numeric rows with token tick labels: a repeated word would otherwise merge two rows of a categorical axis
-    words = np.array([[t] * R for t in ex.tokens[:T]])
-    fig = go.Figure(go.Heatmap(z=ex.cfm, x=xs, y=list(range(T)), colorscale="Viridis", customdata=words,
-                               hovertemplate="word %{customdata}<br>region %{x}<br>p %{z:.4f}<extra></extra>",
-                               colorbar={"title": "p(word, region)"}))
-    fig.update_layout(title=title or f"Word x region co-occurrence (score {ex.score:.3f})",
-                      xaxis_title="region (row,col)" if grid else "region", yaxis_title="word",
-                      yaxis={"tickmode": "array", "tickvals": list(range(T)), "ticktext": list(ex.tokens[:T]),
-                             "autorange": "reversed"})
-    return fig
+        grid, regions = None, [f"r{i}" for i in range(R)]
+    return {"matrix": cfm, "tokens": list(ex.tokens[:T]), "regions": regions, "grid": grid,
+            "score": float(ex.score)}
 
 
 # ---- baselines for any model -----------------------------------------------------------------------------

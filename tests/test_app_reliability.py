@@ -271,3 +271,30 @@ def test_add_folder_not_offered_on_a_space(served, monkeypatch):
     assert "add_folder" not in _handlers(app.build(demo=served["page"].rsdemo))
     monkeypatch.delenv("RSDEMO_ALLOW_FOLDERS")
     assert "add_folder" in _handlers(app.build(demo=served["page"].rsdemo))  # the check can see it
+
+
+def test_rsdemo_serve_starts_the_same_page(tmp_path):
+    """`rsdemo serve` (the command line) and app.py start one page: same tabs, same named endpoints."""
+    import subprocess
+
+    from bench.load import free_port
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**os.environ, "RSDEMO_CACHE": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "rsdemo", "serve", "--data", GALLERY, "--port", str(port)],
+                         env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        log = []
+        for line in p.stdout:
+            log.append(line)
+            if "page ready" in line:
+                break
+        assert p.poll() is None, "".join(log[-20:])
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert {"/search_text", "/search_image", "/explain", "/models"} <= set(api)
+        assert [h["rank"] for h in client.predict(QUERY, "", 3, api_name="/search_text")] == [1, 2, 3]
+    finally:
+        p.terminate()
+        p.wait(30)

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from rsdemo import explain as E
+from rsdemo import ui
 from rsdemo.data.dataset import Record, Sample, Span
 from rsdemo.faithfulness import (best_iou, evaluate_faithfulness, faithfulness_table, oracle, phrases, pointing_hit,
                                  write_results)
@@ -66,16 +67,16 @@ def test_to_heatmap_shapes_range_and_constant():
 
 
 def test_colormap_and_overlay():
-    rgb = E.colormap(np.linspace(0, 1, 50).reshape(5, 10))
+    rgb = ui.colormap(np.linspace(0, 1, 50).reshape(5, 10))
     assert rgb.shape == (5, 10, 3) and rgb.dtype == np.uint8
-    assert tuple(E.colormap(np.zeros((1, 1)))[0, 0]) != tuple(E.colormap(np.ones((1, 1)))[0, 0])
-    assert E.colormap(np.array([[-1.0, 2.0, np.nan]]), "viridis").shape == (1, 3, 3)   # clipped, no IndexError
+    assert tuple(ui.colormap(np.zeros((1, 1)))[0, 0]) != tuple(ui.colormap(np.ones((1, 1)))[0, 0])
+    assert ui.colormap(np.array([[-1.0, 2.0, np.nan]]), "viridis").shape == (1, 3, 3)   # clipped, no IndexError
     im = Image.new("RGB", (40, 30), (10, 200, 30))
-    out = E.overlay(im, np.random.default_rng(0).random((4, 4)))     # a feature-resolution map is upsampled
+    out = ui.overlay(im, np.random.default_rng(0).random((4, 4)))     # a feature-resolution map is upsampled
     assert out.size == (40, 30) and out.mode == "RGB"
-    assert np.array_equal(np.asarray(E.overlay(im, np.zeros((30, 40)), alpha=0.0)), np.asarray(im))
-    full = np.asarray(E.overlay(im, np.ones((30, 40)), alpha=1.0))
-    assert (full == E.colormap(np.ones((1, 1)))[0, 0]).all()
+    assert np.array_equal(np.asarray(ui.overlay(im, np.zeros((30, 40)), alpha=0.0)), np.asarray(im))
+    full = np.asarray(ui.overlay(im, np.ones((30, 40)), alpha=1.0))
+    assert (full == ui.colormap(np.ones((1, 1)))[0, 0]).all()
 
 
 # ---- every committed checkpoint -----------------------------------------------------------------------
@@ -91,7 +92,7 @@ def test_explain_all_every_checkpoint(name, scene):
         assert v.ndim == 2 and v.size > 1 and np.isfinite(v).all(), k
         assert E.to_heatmap(v, 64).shape == (64, 64)
     assert (maps["baseline_gradcam"] >= 0).all()
-    fig = E.cooccurrence_figure(ex)
+    fig = ui.cooccurrence_figure(E.cooccurrence(ex))    # the matrix as data, drawn by the page's renderer
     if name.startswith("ccnet"):
         import plotly.graph_objects as go
 

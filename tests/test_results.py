@@ -36,3 +36,24 @@ def test_cell_takes_the_first_template_the_row_fills():
 def test_save_refuses_a_section_without_rows(tmp_path):
     with pytest.raises(ValueError, match="rows"):
         results.save("x", {"title": "t", "columns": []}, doc=False, folder=tmp_path)
+
+
+def test_models_tab_charts_draw_the_section_rows():
+    """The Models tab's charts are the results rows themselves (no markdown read back)."""
+    from rsdemo import ui
+
+    demo = results.rows("demo")
+    fig = ui.retrieval_figure("demo", "mr", "t")
+    assert list(fig.data[0].y) == sorted((r["mr"] for r in demo), reverse=True)
+    assert "baseline: random" in fig.data[0].x
+    ucm = ui.retrieval_figure("ucm", "val_mr", "t")
+    labels = list(ucm.data[0].x)
+    assert "published AMFMN-fusion" in labels and "amfmn-lite0 (zero-shot)" in labels and "dual-label-lite0" in labels
+    best = max(results.rows("ucm"), key=lambda r: r["val_mr"])
+    assert ucm.data[0].y[0] == best["val_mr"]
+    faith = ui.faithfulness_figure()
+    rows = {(r["model"], r["map"]): r["pointing"] for r in results.rows("faithfulness")}
+    bars = {t.name: dict(zip(t.x, t.y)) for t in faith.data}
+    assert bars["random"]["ccnet-lite0"] == rows[("ccnet-lite0", "random")]
+    assert bars["own map (best)"]["ccnet-lite0"] == max(v for (m, k), v in rows.items() if m == "ccnet-lite0"
+                                                        and not k.startswith(("baseline", "random", "oracle")))
