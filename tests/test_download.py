@@ -223,6 +223,19 @@ def test_fetch_verifies_and_opens_by_name(server, cache, tmp_path, monkeypatch):
     assert len(g.dataset) == 1 and g.domain == "ucm" and g.folder == str(img)  # names below the class folders
 
 
+def test_two_fetches_at_once_download_once(server, cache, tmp_path):
+    files, man = standin(tmp_path)
+    serve(server, files)
+    src, out = entry(server, man), []
+    threads = [threading.Thread(target=lambda: out.append(fetch(src, progress=False))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == [cache / "datasets" / "ucm"] * 2
+    assert len(server.ranges("/UCMerced_LandUse.zip")) == 1
+
+
 def test_not_names_pass_through(tmp_path):
     assert resolve_gallery(None) == (None, None, None)
     assert resolve_gallery(str(tmp_path), "ucm:x", "val") == (str(tmp_path), "ucm:x", "val")

@@ -22,6 +22,7 @@ What we decided:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -273,14 +274,36 @@ def _by_hand(src: Source, root: Path, todo: list[Remote], failures) -> FetchErro
                       f"(RSDEMO_CACHE moves the folder).", failures)
 
 
+@contextlib.contextmanager
+def _locked(root: Path):
+    """One fetch per dataset folder at a time (a Space's workers, the page and a CLI run starting together); the
+    next one then finds the files verified. Where fcntl is missing (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(root / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def fetch(name, progress=None, timeout: float | None = None, images: bool = True) -> Path:
     """The dataset folder with every file present and verified against the manifest (downloading what is
     missing); `images=False` fetches the annotation files only. Raises VerifyError naming files that differ,
     FetchError (one line: what to download by hand, and where) when no mirror answered."""
     src = get(name)
-    man = load_manifest(src)
     root = dataset_dir(src)
     root.mkdir(parents=True, exist_ok=True)
+    with _locked(root):
+        return _fetch(src, root, progress, timeout, images)
+
+
+def _fetch(src: Source, root: Path, progress, timeout, images: bool) -> Path:
+    man = load_manifest(src)
     dead: set[str] = set()
     failures: list[tuple[str, str]] = []
     todo: list[Remote] = []
