@@ -222,7 +222,7 @@ def pickle_rows(tmp: Path) -> list[tuple[str, str]]:
     from badfiles import evil_torch
 
     from rsdemo.models.backbones import ImageBackbone
-    from rsdemo.models.clip import read_state
+    from rsdemo.files import read_state
     from rsdemo.checkpoint import load_model
 
     marker = tmp / "PWNED"

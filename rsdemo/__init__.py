@@ -10,7 +10,7 @@ Public API (kept small on purpose; everything else is an implementation detail):
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["CaptionDataset", "DataError", "open_dataset", "make_synthetic", "recall", "list_models", "create_model",
            "load_model", "Demo", "Gallery", "InputError", "__version__"]

@@ -17,35 +17,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .data.formats import domain
+from .files import atomic_write, write_text
 from .models.factory import build
 from .models.registry import config_files, list_models
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"   # the committed ones, shipped as package data
-
-def atomic_write(path: Path, write) -> None:
-    """Calls write(tmp_path), fsyncs and renames over `path`: a crash leaves the old file or none, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; a checkpoint is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _rebuilt(model) -> list[str]:
@@ -90,7 +71,7 @@ def save(model, path, card: dict | None = None, half: bool = False, extra: dict 
 
 def write_card(path, card: dict) -> None:
     text = json.dumps(card, indent=1, default=str) + "\n"
-    atomic_write(Path(path).with_suffix(".json"), lambda tmp: Path(tmp).write_text(text))
+    write_text(Path(path).with_suffix(".json"), text)
 
 
 def read_meta(path) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 
 from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported (public names of the service)
 from .data.formats import domain
+from .files import cache_root
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
 MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
@@ -133,8 +134,6 @@ class Demo:
     and gallery; indexes are built once per (gallery, model), other requests go on meanwhile."""
 
     def __init__(self, galleries=None, dirs=None, cache: str | os.PathLike | None = None):
-        from .data.synthetic import cache_dir
-
         if galleries is None or isinstance(galleries, Gallery):
             galleries = [galleries or Gallery()]
         self.galleries: dict[str, Gallery] = {g.title: g for g in galleries}
@@ -142,7 +141,7 @@ class Demo:
         if not self.all_models:
             raise InputError("no trained checkpoints found (rsdemo/checkpoints/ or RSDEMO_CHECKPOINTS); train one with "
                              "`rsdemo train` or set RSDEMO_HF_REPO")
-        self.cache = Path(cache) if cache else cache_dir() / "app"
+        self.cache = Path(cache) if cache else cache_root() / "app"
         self._loaded: dict = {}
         self._retrievers: dict = {}
         self._explained: OrderedDict = OrderedDict()

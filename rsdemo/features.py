@@ -20,27 +20,14 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write
+from .files import atomic_write, cache_root, weights_sha256
 from .models.backbones import CachedImages, CachedWords
 
 VERSION = "1"   # bump when what is stored changes
 
 
-def cache_root() -> Path:
-    from .data.synthetic import cache_dir
-
-    return cache_dir() / "features"
-
-
-def weights_hash(module: torch.nn.Module, skip: tuple[str, ...] = ()) -> str:
-    h = hashlib.sha1()
-    for k, v in module.state_dict().items():
-        if skip and k.startswith(skip):
-            continue
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes() if v.dtype != torch.bfloat16 else
-                 v.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()
+def features_dir() -> Path:
+    return cache_root() / "features"
 
 
 def images_key(ds) -> str:
@@ -74,11 +61,11 @@ def image_features_path(model, ds, views: int = 1) -> Path:
     # a model tuning the backbone's top layers reads only f8 and f16 from the cache (f32 is recomputed), so the
     # key leaves those layers out: the cache stays valid while they train
     skip = bb.top_prefixes() if getattr(model, "tune_top", False) else ()
-    parts = ([VERSION, images_key(ds), bb.kind, weights_hash(bb, skip), str(size), norm]
+    parts = ([VERSION, images_key(ds), bb.kind, weights_sha256(bb, skip), str(size), norm]
              + [f"skip={skip}"] * bool(skip) + [f"views={views}"] * (views > 1))
     key = hashlib.sha1("|".join(parts).encode())
     tag = f"-v{views}" if views > 1 else ""
-    return cache_root() / f"img-{bb.kind}-{size}-{len(ds)}{tag}-{key.hexdigest()[:20]}.safetensors"
+    return features_dir() / f"img-{bb.kind}-{size}-{len(ds)}{tag}-{key.hexdigest()[:20]}.safetensors"
 
 
 @torch.no_grad()
@@ -130,10 +117,10 @@ class WordCache:
         text = model.text
         self.texts = sorted(set(captions))
         self.row = {c: i for i, c in enumerate(self.texts)}
-        h = hashlib.sha1("|".join([VERSION, text.kind, weights_hash(text.bert), str(text.max_words)]).encode())
+        h = hashlib.sha1("|".join([VERSION, text.kind, weights_sha256(text.bert), str(text.max_words)]).encode())
         for c in self.texts:
             h.update(c.encode() + b"\0")
-        path = cache_root() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"
+        path = features_dir() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"
         got = _load(path)
         if got is not None and got.get("lengths") is not None and got["lengths"].shape[0] == len(self.texts):
             self.raw, self.lengths = got["raw"], got["lengths"]

@@ -38,9 +38,9 @@ import faiss
 import numpy as np
 import torch
 
-from . import __version__
-from .checkpoint import atomic_write
 from .data.dataset import IMAGE_EXTS, CaptionDataset, load_rgb
+from .files import atomic_write, file_sha256, weights_sha256
+from .version import __version__
 
 KINDS = ("auto", "flat", "hnsw")
 FORMAT = 1
@@ -48,24 +48,6 @@ FILES = ("manifest.json", "embeddings.npy", "index.faiss")
 
 
 # ---- model identity ---------------------------------------------------------------------------------------
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_sha256(model) -> str:
-    """Hash of the state dict's names, dtypes, shapes and bytes: the weights' identity, with or without a file."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
-
 
 def identity(model) -> dict:
     ck = getattr(model, "checkpoint", None)

@@ -509,7 +509,7 @@ def _load_paths(tmp):
 
     from rsdemo.index import Retriever
     from rsdemo.models.backbones import ImageBackbone
-    from rsdemo.models.clip import read_state
+    from rsdemo.files import read_state
     from rsdemo.checkpoint import load_model
     from rsdemo.models.factory import create_model
 
@@ -525,7 +525,7 @@ def _load_paths(tmp):
                                                        "sizes": [], "skipped": []}))
         (idx / "index.faiss").write_bytes(b"")
         model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
-        from rsdemo.index import weights_sha256
+        from rsdemo.files import weights_sha256
         man = json.loads((idx / "manifest.json").read_text())
         man["weights_sha256"] = weights_sha256(model)
         (idx / "manifest.json").write_text(json.dumps(man))
@@ -642,7 +642,7 @@ def test_process_killed_mid_write_leaves_old_file(tmp_path):
     """A real SIGKILL between writing and renaming: the final name still holds the old bytes."""
     target = tmp_path / "state.bin"
     target.write_bytes(b"old")
-    code = (f"import os, signal\nfrom pathlib import Path\nfrom rsdemo.checkpoint import atomic_write\n"
+    code = (f"import os, signal\nfrom pathlib import Path\nfrom rsdemo.files import atomic_write\n"
             f"def w(tmp):\n    Path(tmp).write_bytes(b'x' * 1_000_000)\n    os.kill(os.getpid(), signal.SIGKILL)\n"
             f"atomic_write(Path({str(target)!r}), w)\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..files import cache_root
 from .dataset import CaptionDataset, Record, Span
 from .text import tokenize
 
@@ -816,10 +817,6 @@ def vocabulary():
     return Vocab.build(c for w in generate(300, seed=12345) for c in w.captions)
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RSDEMO_CACHE", Path.home() / ".cache" / "rsdemo"))
-
-
 def open_synthetic(spec: str = "synthetic") -> CaptionDataset:
     """`synthetic` (1,000 images, seed 0) or `synthetic:N` or `synthetic:N:SEED`, exported once into the cache."""
     parts = spec.split(":")
@@ -828,7 +825,7 @@ def open_synthetic(spec: str = "synthetic") -> CaptionDataset:
         seed = int(parts[2]) if len(parts) > 2 else 0
     except ValueError:
         raise ValueError(f"bad synthetic spec {spec!r}: expected synthetic[:N[:SEED]]") from None
-    out = cache_dir() / f"synthetic-n{n}-s{seed}-{SIZE}"
+    out = cache_root() / f"synthetic-n{n}-s{seed}-{SIZE}"
     if not (out / "dataset_synthetic.json").is_file():
         # export beside, then rename the whole folder: processes starting together (DDP ranks, parallel runs)
         # never read a half-written world, and the first finished rename wins

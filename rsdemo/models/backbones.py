@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from ..files import load_plain, read_state   # read_state: safetensors, or torch.load(weights_only=True); ValueError
+
 
 def _conv_bn(cin, cout, stride=1, k=3):
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
@@ -77,12 +79,7 @@ def lite0_file() -> Path | None:
 
 @functools.lru_cache(maxsize=2)
 def _lite0_raw(path: str) -> dict:
-    try:  # tensors and plain containers only: a pickle that would build other objects is refused, never run
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, a damaged zip, a missing file
-        from .clip import _reason
-        raise ValueError(f"{path}: refused to load: not a plain weights file (torch.load(weights_only=True): "
-                         f"{_reason(e)})") from None
+    return load_plain(path)   # tensors and plain containers only: a pickle that would build objects is refused
 
 
 def lite0_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
@@ -146,7 +143,6 @@ class ImageBackbone(nn.Module):
 
             r = torchvision.models.resnet18(weights=None)
             if pretrained:
-                from .clip import read_state  # safetensors, or torch.load(weights_only=True); ValueError
                 state = read_state(pretrained)
                 r.load_state_dict(state, strict=True)
             self.stem = nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1)
@@ -158,7 +154,6 @@ class ImageBackbone(nn.Module):
             self.stages = nn.ModuleList([_Block(w[0], w[1], 2), _Block(w[1], w[2], 2), _Block(w[2], w[3], 2)])
             self.channels = w[1:]
             if pretrained:
-                from .clip import read_state
                 self.load_state_dict(read_state(pretrained))
         else:
             raise ValueError(f"unknown image backbone {name!r} (resnet18, slim, efficientnet_lite0)")

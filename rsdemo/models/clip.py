@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 
 from .. import losses
+from ..files import read_state
 from .base import Explanation, RetrievalModel
 from .registry import register
 
@@ -64,35 +65,6 @@ def _named_config(name: str) -> dict:
     if cfg is None:
         raise ValueError(f"unknown open_clip model {name!r}; see open_clip.list_models()")
     return cfg
-
-
-def _reason(e: Exception) -> str:
-    """The informative line of torch.load's error (it also suggests weights_only=False, which we never do)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    hits = [ln for ln in lines if "nsupported" in ln]
-    return (hits or lines or [type(e).__name__])[0]
-
-
-def read_state(path) -> dict[str, torch.Tensor]:
-    """A weights file -> flat state dict, without unpickling anything but tensors and containers."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            state = load_file(str(path))
-        except Exception as e:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{path}: unreadable safetensors file ({e})") from None
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            raise ValueError(f"{path}: refused to load: not a plain weights file (torch.load(weights_only=True): "
-                             f"{_reason(e)})") from None
-    while isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict (a mapping of names to tensors)")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
 def _folder(path: Path) -> tuple[dict | None, dict, Path]:
