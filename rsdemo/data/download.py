@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from .dataset import DataError
 
 CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 USER_AGENT = "rsdemo-download/1"
 
 
@@ -138,6 +140,8 @@ def _fetch_one(url: str, part: Path, timeout: float, bar: Bar) -> None:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
         done = start
+        log.info("downloading %s from %s%s%s", part.name[:-5], url, f" ({total:,} bytes)" if total else "",
+                 f", resuming at byte {start:,}" if start else "")  # only once a server has answered
         bar(done, total)
         with open(part, "r+b" if start else "wb") as f:
             f.seek(start)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ from .dataset import IMAGE_EXTS, DataError
 from .download import Bar, FetchError, download, host, sha256_file, write_json
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
+log = logging.getLogger(__name__)
 
 
 class VerifyError(DataError):
@@ -213,6 +215,7 @@ def _verified(src: Source, root: Path, images: Path) -> bool:
 def _check_images(src: Source, man: dict, images: Path, progress) -> list[tuple[str, str]]:
     from .formats import landuse_layout
 
+    log.info("checking the %s images against %s (decoded pixels, once)", src.name, Path(src.manifest).name)
     lay = landuse_layout(images) or {}
     return verify_images(man, {k: p for k, (p, _) in lay.items()}, progress)
 
