@@ -417,12 +417,17 @@ def test_committed_manifest_matches_the_reference_images():
         assert sha256_file(shared / name) == want["sha256"]
 
 
-def test_app_offline_fails_in_one_line(tmp_path):
-    """`python app.py --gallery ucm` with no network: exit 2, one line naming the files to fetch by hand."""
+@pytest.mark.parametrize("how", ["flag", "space variable"])
+def test_app_offline_fails_in_one_line(how, tmp_path):
+    """`python app.py --gallery ucm` (or RSDEMO_GALLERY=ucm, as on a Space) with no network: exit 2, one line
+    naming the files to fetch by hand and where they go."""
     env = {**os.environ, "RSDEMO_CACHE": str(tmp_path), "RSDEMO_NET_TIMEOUT": "3", "GRADIO_ANALYTICS_ENABLED": "False",
            "OMP_NUM_THREADS": "1"}
     env.pop("RSDEMO_GALLERY", None)
-    p = subprocess.run([sys.executable, "app.py", "--gallery", "ucm", "--port", "0"], cwd=ROOT, env=env,
+    args = ["--gallery", "ucm"]
+    if how == "space variable":
+        env["RSDEMO_GALLERY"], args = "ucm", []
+    p = subprocess.run([sys.executable, "app.py", *args, "--port", "0"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     err = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2, p.stderr[-2000:]
