@@ -20,6 +20,7 @@ import numpy as np
 
 from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported (public names of the service)
 from .data.formats import domain
+from .data.images import open_image
 from .files import cache_root
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
@@ -54,8 +55,6 @@ def clean_query(text) -> str:
 def read_image(image):
     """An uploaded image (path or PIL) as 8-bit RGB, or InputError saying why it cannot be used. PIL images go
     through the same loader, so the pixel limit holds for every caller."""
-    from .imageio import open_image
-
     if image is None:
         raise InputError("Upload an image (PNG, JPEG, TIFF or WebP) first.")
 

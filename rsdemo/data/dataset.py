@@ -13,22 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError, Problem  # noqa: F401 - the data layer's errors travel with its dataset
+from .images import open_image
+
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif")
-
-
-class DataError(ValueError):
-    """A dataset file is malformed. The message names the file and the line or field."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """A defect found while loading (blank caption, caption-count mismatch, ...): reported, never hidden."""
-    file: str
-    where: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.where}: {self.message}" if self.where else f"{self.file}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -105,18 +93,7 @@ class ImageResolver:
         return hit
 
 
-def open_image(src, max_pixels: int | None = None):
-    """Any image we did not make (path, bytes, file object or PIL image) -> 8-bit RGB PIL image, or DataError
-    with a specific one-line message (empty, not an image, truncated, over the pixel limit, ...). The rules per
-    kind of file (alpha, 16-bit/float, multi-band TIFF, pixel limit) are in rsdemo.imageio."""
-    from ..imageio import open_image as _open
-
-    return _open(src, max_pixels)
-
-
-def load_rgb(path: str | os.PathLike):
-    """Opens an image as 8-bit RGB: open_image with the default pixel limit."""
-    return open_image(path)
+load_rgb = open_image   # the old name of rsdemo.data.images.open_image, kept while callers move to open_image
 
 
 class CaptionDataset:

@@ -1,7 +1,7 @@
 """Opening images we did not make (uploads, gallery folders, datasets): one loader, specific refusals.
 
 `open_image(src, max_pixels=None)` takes a path, bytes, a binary file object or a PIL image and returns an
-8-bit RGB PIL image, or raises `rsdemo.data.dataset.DataError` (a ValueError) whose one-line message names the
+8-bit RGB PIL image, or raises `rsdemo.data.errors.DataError` (a ValueError) whose one-line message names the
 file and the problem. What it does with each kind of file:
 
 - missing, empty (0 bytes), not an image, truncated or corrupt: refused, saying which.
@@ -31,6 +31,9 @@ import struct
 import zlib
 
 import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import DataError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 FORMATS = "PNG, JPEG, TIFF, WebP, BMP or GIF"
@@ -49,15 +52,12 @@ def max_pixels_default() -> int:
         return DEFAULT_MAX_PIXELS
 
 
-def _error(msg: str):
-    from .data.dataset import DataError
+def _error(msg: str) -> DataError:
     return DataError(msg)
 
 
 def open_image(src, max_pixels: int | None = None):
     """src (path, bytes, binary file or PIL image) -> PIL RGB image; DataError with a specific message."""
-    from PIL import Image
-
     limit = max_pixels_default() if max_pixels is None else int(max_pixels)
     if isinstance(src, Image.Image):
         _check_size(src.size, "image", limit)
@@ -96,7 +96,6 @@ def _check_size(size, name: str, limit: int) -> None:
 
 
 def _open_stream(f, name: str, limit: int):
-    from PIL import Image, ImageFile, UnidentifiedImageError
 
     head = f.read(16)
     if not head:
@@ -132,7 +131,6 @@ def _open_stream(f, name: str, limit: int):
             raise _error(f"{name}: truncated or corrupt {fmt} file ({_reason(e)})") from None
         try:  # only when there is an orientation to apply: exif_transpose copies the image otherwise
             if im.getexif().get(0x0112, 1) != 1:
-                from PIL import ImageOps
                 return _to_rgb(ImageOps.exif_transpose(im), name)
         except Exception:  # noqa: BLE001 - a broken EXIF block only loses the orientation
             pass
@@ -145,8 +143,6 @@ def _reason(e: Exception) -> str:
 
 
 def _to_rgb(im, name: str):
-    from PIL import Image
-
     mode = im.mode
     if mode in _HIGH_MODES:
         return Image.fromarray(_bands_to_rgb(np.asarray(im)[..., None]), "RGB")
