@@ -382,7 +382,7 @@ def test_no_mirror_says_what_to_fetch_by_hand(cache, tmp_path):
     assert time.perf_counter() - t < 10
     msg = str(e.value)
     root = cache / "datasets" / "ucm"
-    assert "\n" not in msg and "no mirror answered" in msg
+    assert "\n" not in msg and "no mirror delivered them" in msg
     for name in ("UCMerced_LandUse.zip", "data_train_UCM.json", "data_val_UCM.json", "data_test_UCM.json"):
         assert name in msg
     assert str(root) in msg and str(root / "ucm_captions") in msg

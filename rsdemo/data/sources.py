@@ -272,8 +272,8 @@ def _by_hand(src: Source, root: Path, todo: list[Remote], failures) -> FetchErro
         groups.setdefault((str(folder), r.page or r.urls[0]), []).append(Path(r.name).name)
     steps = "; ".join(f"{', '.join(names)} from {page} into {folder}{os.sep}"
                       for (folder, page), names in groups.items())
-    return FetchError(f"{src.name}: could not download {src.title} (no mirror answered: {', '.join(hosts)}: "
-                      f"{' / '.join(reasons)[:200]}). Fetch by hand: {steps}; then run again "
+    return FetchError(f"{src.name}: could not download {src.title} (no mirror delivered them: "
+                      f"{', '.join(hosts)}: {' / '.join(reasons)[:200]}). Fetch by hand: {steps}; then run again "
                       f"(RSDEMO_CACHE moves the folder).", failures)
 
 
