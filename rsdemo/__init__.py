@@ -1,7 +1,8 @@
 """rsdemo: remote-sensing image-text retrieval you can train, measure and show.
 
 Public API (kept small on purpose; everything else is an implementation detail):
-    open_dataset(spec, images=None) -> CaptionDataset     any supported format, or "synthetic[:N[:SEED]]"
+    open_dataset(spec, images=None) -> CaptionDataset     any supported format, or "synthetic[:N[:SEED]]", or "ucm"
+                                                           (downloaded once and verified: rsdemo.data.sources)
     make_synthetic(out, n=1000, seed=0)                    export the synthetic aerial world
     recall(sim, owner) -> dict                             R@1/5/10 both directions and mR
     list_models() / create_model(name, **overrides) / load_model(name_or_checkpoint)
