@@ -7,7 +7,7 @@ Public API (kept small on purpose; everything else is an implementation detail):
     recall(sim, owner) -> dict                             R@1/5/10 both directions and mR
     list_models() / create_model(name, **overrides) / load_model(name_or_checkpoint)
     Demo(Gallery(images, data, split))                     the demo page's actions: search_text, search_image,
-                                                           explain (rsdemo.demo; app.py is a layout of it)
+                                                           explain (rsdemo.demo; rsdemo.page lays it out)
 """
 from __future__ import annotations
 

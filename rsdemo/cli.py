@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "word maps, the region-similarity and Grad-CAM baselines, a random floor and "
                                    "the mask's own ceiling at each resolution): pointing game (the map's maximum "
                                    "lies on the objects) and best IoU over thresholds. Prints a markdown table; "
-                                   "--write puts it into docs/RESULTS.md.")
+                                   "--write stores it as results data (rsdemo/results/faithfulness.json) and "
+                                   "regenerates docs/RESULTS.md.")
     s.add_argument("--models", nargs="+", metavar="MODEL",
                    help="checkpoint names or .safetensors files (default: every model with a checkpoint)")
     s.add_argument("--data", default="synthetic", help=DATA_HELP + " (needs masks and spans; default synthetic)")
@@ -302,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-images", type=int, help="evaluate the first N images of the split only")
     s.add_argument("--seed", type=int, default=0, help="seed of the random floor")
     s.add_argument("--device", help="cpu / cuda (default: cuda when available)")
-    s.add_argument("--write", action="store_true", help="write the table into docs/RESULTS.md")
+    s.add_argument("--write", action="store_true", help="store the rows (rsdemo/results) and regenerate docs/RESULTS.md")
     s.add_argument("--quiet", action="store_true", help="no per-model timings on stderr")
     s.set_defaults(func=_eval_explain)
 

@@ -115,14 +115,18 @@ def evaluate_faithfulness(model, ds, max_images: int | None = None, seed: int = 
             for k in sorted(hits, key=_order)}
 
 
+COLUMNS = [["model", "{model}"], ["map", "{map}"], ["pointing game %", "{pointing:.1f}"],
+           ["mean best IoU %", "{iou:.1f}"], ["n", "{n}"]]
+
+
+def _rows(results: dict[str, dict]) -> list[dict]:
+    return [{"model": model, "map": name, "pointing": res[name]["pointing"], "iou": res[name]["iou"],
+             "n": res[name]["n"]} for model, res in results.items() for name in sorted(res, key=_order)]
+
+
 def faithfulness_table(results: dict[str, dict]) -> str:
-    """Markdown table of {model name: evaluate_faithfulness(...)}: one row per (model, map)."""
-    lines = ["| model | map | pointing game % | mean best IoU % | n |", "|---|---|---|---|---|"]
-    for model, res in results.items():
-        for name in sorted(res, key=_order):
-            r = res[name]
-            lines.append(f"| {model} | {name} | {r['pointing']:.1f} | {r['iou']:.1f} | {r['n']} |")
-    return "\n".join(lines)
+    """Markdown table of {model name: evaluate_faithfulness(...)}: one row per (model, map), as the doc shows it."""
+    return sections.table({"columns": COLUMNS, "rows": _rows(results)})
 
 
 def write_results(results: dict[str, dict], data: str = "synthetic", split: str = "test",
@@ -130,8 +134,6 @@ def write_results(results: dict[str, dict], data: str = "synthetic", split: str 
                   folder: Path | None = None) -> Path:
     """Stores the rows as the "faithfulness" results section (rsdemo/results/faithfulness.json, or `folder`) and
     regenerates docs/RESULTS.md (or `doc`) from the section files; returns the section file."""
-    rows = [{"model": model, "map": name, "pointing": res[name]["pointing"], "iou": res[name]["iou"],
-             "n": res[name]["n"]} for model, res in results.items() for name in sorted(res, key=_order)]
     section = {
         "title": f"Heatmap faithfulness ({data}, {split} split)",
         "before": [
@@ -145,7 +147,5 @@ def write_results(results: dict[str, dict], data: str = "synthetic", split: str 
             f"resolution (the floor: its pointing rate is the share of the image within 15 px of the objects); `oracle_HxW`: the "
             f"mask block-averaged to h x w, the ceiling of any map at that resolution (objects are small, so a "
             f"coarse map cannot point exactly at them)."],
-        "columns": [["model", "{model}"], ["map", "{map}"], ["pointing game %", "{pointing:.1f}"],
-                    ["mean best IoU %", "{iou:.1f}"], ["n", "{n}"]],
-        "rows": rows}
+        "columns": COLUMNS, "rows": _rows(results)}
     return sections.save("faithfulness", section, doc=doc, folder=folder or sections.DIR)
