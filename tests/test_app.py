@@ -156,3 +156,36 @@ def test_galleries_added_folder_is_searchable_and_names_stay_inside(served, tmp_
     (empty / "notes.txt").write_text("no pictures here")
     with pytest.raises(InputError, match="no images"):
         page.rsdemo.add_gallery(str(empty))
+
+
+def test_service_returns_data_the_page_renders(served):
+    """Demo (the service) gives data; rsdemo.ui turns it into pixels and charts."""
+    from rsdemo import ui
+
+    page, _ = served
+    demo = page.rsdemo
+    hit = demo.search_text("a red ship", demo.default, 1)[0]
+    out = demo.explain(hit["name"], "a red ship", demo.default)
+    assert {"image", "heat", "map", "maps", "words", "tokens", "score", "cooccurrence"} <= set(out)
+    assert isinstance(out["heat"], np.ndarray) and out["heat"].ndim == 2 and np.isfinite(out["heat"]).all()
+    picture = ui.explained_image(out)
+    assert picture.size == out["image"].size and np.asarray(picture).std() > 5
+    if out["cooccurrence"] is not None:
+        c = out["cooccurrence"]
+        assert c["matrix"].shape == (len(c["tokens"]), len(c["regions"]))
+        assert ui.cooccurrence_figure(c).data[0].z.shape == c["matrix"].shape
+
+
+def test_service_imports_no_rendering():
+    """The layers point down: the service knows nothing of gradio, plotly, the renderer or the hub."""
+    import ast
+    from pathlib import Path
+
+    import rsdemo.demo
+
+    tree = ast.parse(Path(rsdemo.demo.__file__).read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {("." * n.level) + (n.module or "") for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    bad = {m for m in names if m.split(".")[0] in ("gradio", "plotly", "huggingface_hub", "pandas")
+           or m.lstrip(".") in ("ui", "page", "rsdemo.ui", "rsdemo.page")}
+    assert not bad, f"rsdemo.demo imports {bad}"
