@@ -11,13 +11,12 @@ from collections import Counter
 
 import numpy as np
 
+from .data.captions import keyword_words
 from .data.dataset import CaptionDataset
 from .data.text import tokenize
 
 
 def _image_words(rec) -> set[str]:
-    from .data.synthetic import keyword_words
-
     words: set[str] = set()
     for kw in (rec.keywords or []) + ([rec.label] if rec.label else []):
         words |= keyword_words(kw)

@@ -9,8 +9,10 @@ import pytest
 from PIL import Image
 
 from rsdemo.data import synthetic as S
+from rsdemo.data.captions import keyword_words
 from rsdemo.data.formats import load_karpathy, open_dataset
 from rsdemo.data.text import tokenize
+from rsdemo.data.world import NUMBERS
 from rsdemo.evaluate import recall
 from rsdemo.baselines import keyword_scores
 
@@ -60,7 +62,7 @@ def test_five_distinct_captions(world):
 
 
 def _numbers():
-    return {w: i for i, w in enumerate(S.NUMBERS)} | {"a": 1, "an": 1, "one": 1}
+    return {w: i for i, w in enumerate(NUMBERS)} | {"a": 1, "an": 1, "one": 1}
 
 
 def test_spans_point_at_the_named_objects(world):
@@ -78,7 +80,7 @@ def test_spans_point_at_the_named_objects(world):
                 classes = {objs[i]["class"] for i in sp.objects}
                 assert len(classes) == 1
                 cls = classes.pop()
-                nouns = S.keyword_words(cls)
+                nouns = keyword_words(cls)
                 assert set(phrase) & nouns, (text, phrase, cls)
                 for i in sp.objects:  # the mask really holds the object
                     assert (w.ids == i).any()
@@ -195,3 +197,28 @@ def test_committed_assets_match_the_generator():
         w = worlds[e["query"]]  # regenerate with assets/make_assets.py if the world changed
         assert w.label == e["label"]
         assert np.array_equal(np.asarray(Image.open(root / e["image"]).convert("RGB")), w.image)
+
+
+def test_vocabulary_comes_from_the_grammar_without_rendering(monkeypatch):
+    """A fresh word-level model's vocabulary is read off the caption grammar's tables (no scene is rendered). It
+    used to be the words of 300 rendered scenes (seed 12345) by frequency: every one of those words is still in it,
+    plus the four the grammar writes that sample never drew (unknown tokens before). Order and size only matter
+    for untrained models: every checkpoint stores the vocabulary it was trained with (its training captions')."""
+    from rsdemo.data import captions
+    from rsdemo.data.text import Vocab
+    from rsdemo.models.factory import create_model
+
+    def no_render(*a, **k):
+        raise AssertionError("building a vocabulary rendered a scene")
+
+    captions.vocabulary.cache_clear()
+    monkeypatch.setattr(S, "render", no_render)
+    model = create_model("amfmn-slim")
+    vocab = captions.vocabulary()
+    assert model.vocab is vocab and vocab.itos[:2] == [Vocab.PAD, Vocab.UNK]
+    monkeypatch.undo()
+    sampled = Vocab.build(c for w in S.generate(300, seed=12345) for c in w.captions)   # the old way
+    assert set(sampled.itos) <= set(vocab.itos)
+    assert set(vocab.itos) - set(sampled.itos) == {"airplane", "plane", "diamonds", "fields"}
+    for seed in (0, 5):   # nothing a world writes is unknown to it
+        assert not {t for w in S.generate(200, seed=seed) for c in w.captions for t in tokenize(c)} - set(vocab.itos)

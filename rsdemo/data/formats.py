@@ -15,11 +15,14 @@ import csv
 import json
 import os
 import re
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
 
+from ..files import cache_root
 from .dataset import IMAGE_EXTS, CaptionDataset, DataError, Problem, Record, Span, label_from_filename
+from .synthetic import SIZE, export
 from .text import tokenize
 
 FORMATS = ("karpathy", "coco", "precomp", "folder")
@@ -679,6 +682,31 @@ def load(path, fmt: str | None = None, images=None, labels=None, **kw) -> Captio
     return ds
 
 
+def open_synthetic(spec: str = "synthetic") -> CaptionDataset:
+    """`synthetic` (1,000 images, seed 0) or `synthetic:N` or `synthetic:N:SEED`, exported once into the cache."""
+    parts = spec.split(":")
+    try:
+        n = int(parts[1]) if len(parts) > 1 and parts[1] else 1000
+        seed = int(parts[2]) if len(parts) > 2 else 0
+    except ValueError:
+        raise ValueError(f"bad synthetic spec {spec!r}: expected synthetic[:N[:SEED]]") from None
+    out = cache_root() / f"synthetic-n{n}-s{seed}-{SIZE}"
+    if not (out / "dataset_synthetic.json").is_file():
+        # export beside, then rename the whole folder: processes starting together (DDP ranks, parallel runs)
+        # never read a half-written world, and the first finished rename wins
+        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+        export(tmp, n, seed)
+        if out.is_dir() and not (out / "dataset_synthetic.json").is_file():
+            shutil.rmtree(out, ignore_errors=True)  # an unfinished export left by an older version
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (out / "dataset_synthetic.json").is_file():
+                raise
+    return load_karpathy(out / "dataset_synthetic.json", images=out / "images")
+
+
 def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     """'FMT:PATH' (e.g. 'rsitmd:/data/dataset_RSITMD.json', 'ucm:/x/ucm_captions'), a bare path (detected), or a
     downloadable dataset's name ('ucm': fetched into the cache and verified, rsdemo.data.sources).
@@ -687,7 +715,6 @@ def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     `labels`: a CSV of id,class (default: labels.csv in the image folder or beside the annotations).
     """
     if spec == "synthetic" or spec.startswith("synthetic:"):
-        from .synthetic import open_synthetic   # the synthetic world is optional and heavier: import on use
         return open_synthetic(spec)
     if ":" not in spec and not os.path.exists(spec):
         from .sources import SOURCES, open_named  # a dataset by name ('ucm'): downloaded and verified once

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.captions import vocabulary
 from ..data.text import tokenize
 from .backbones import (CachedImages, CachedWords, ImageBackbone, MiniLMText, TextBackbone, encode_batch,
                         masked_mean)
@@ -25,7 +26,6 @@ class SeedModel(RetrievalModel):
     def __init__(self, config: dict, name: str | None = None, vocab=None):
         super().__init__(config, name)
         if vocab is None:
-            from ..data.synthetic import vocabulary
             vocab = vocabulary()
         self.vocab = vocab
         freeze = set(config.get("freeze") or [])
