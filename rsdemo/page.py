@@ -23,7 +23,7 @@ import gradio as gr  # noqa: E402
 from . import ui  # noqa: E402
 from .demo import MAX_K, Demo, Gallery, InputError, read_image  # noqa: E402
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"   # example images (the repository's; served as files)
+ASSETS = Path(__file__).resolve().parent / "assets"   # example images (package data; the only files served)
 log = logging.getLogger("rsdemo.app")
 COMPARE_SLOTS = 4
 CSS = """
@@ -338,7 +338,7 @@ def tame_malloc() -> bool:
 
 
 def serve(page: gr.Blocks, **kwargs):
-    """Launches with the page's theme, upload limit and file policy (only assets/ is served from disk; results
+    """Launches with the page's theme, upload limit and file policy (only rsdemo/assets/ is served from disk; results
     are sent as re-encoded thumbnails, never as paths into the gallery)."""
     page.queue(default_concurrency_limit=2, max_size=64)  # 2 requests at once: the models share the cores
     return page.launch(**{**LAUNCH, **kwargs})

@@ -207,7 +207,7 @@ def test_other_paths_are_refused(served, what):
     gallery_image = page.rsdemo.retriever().paths[0]
     target = {
         "/etc/passwd": "/etc/passwd",
-        "../ out of assets": f"{app.ASSETS}/../app.py",
+        "../ out of assets": f"{app.ASSETS}/../page.py",   # rsdemo/page.py: a real file next door
         "app.py (repo, not assets)": ROOT / "app.py",
         "gallery image": gallery_image,
         "checkpoint": sorted((ROOT / "rsdemo" / "checkpoints").glob("*.safetensors"))[0],
@@ -216,7 +216,7 @@ def test_other_paths_are_refused(served, what):
         "without the gradio_api prefix": "/etc/passwd",
     }[what]
     if what == "encoded ../":
-        url = served["url"] + "gradio_api/file=" + urllib.parse.quote(f"{app.ASSETS}/", safe="/") + "%2e%2e/app.py"
+        url = served["url"] + "gradio_api/file=" + urllib.parse.quote(f"{app.ASSETS}/", safe="/") + "%2e%2e/page.py"
     else:
         url = _file_url(served, target, prefix="" if what.startswith("without") else "gradio_api/")
     status, body = _get(url)

@@ -189,12 +189,12 @@ def test_committed_assets_match_the_generator():
     import json
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "assets"
+    root = Path(__file__).resolve().parents[1] / "rsdemo" / "assets"
     examples = json.loads((root / "examples.json").read_text())
     assert len(examples) >= 4
     worlds = {w.captions[0]: w for w in S.generate(1000, seed=0) if w.split == "test"}
     for e in examples:
-        w = worlds[e["query"]]  # regenerate with assets/make_assets.py if the world changed
+        w = worlds[e["query"]]  # regenerate with scripts/make_assets.py if the world changed
         assert w.label == e["label"]
         assert np.array_equal(np.asarray(Image.open(root / e["image"]).convert("RGB")), w.image)
 

@@ -1,6 +1,7 @@
 """Writes the app's example images and queries from the synthetic world's test split (seed 0).
 
-Usage: python assets/make_assets.py   (rewrites assets/examples/ and assets/examples.json)
+Usage: python scripts/make_assets.py   (rewrites rsdemo/assets/examples/ and rsdemo/assets/examples.json: package
+data, so an installed copy's page shows them too)
 """
 import json
 import sys
@@ -8,8 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "rsdemo" / "assets"
+sys.path.insert(0, str(ROOT))
 from rsdemo.data import synthetic  # noqa: E402
 
 
