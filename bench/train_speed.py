@@ -1,10 +1,11 @@
 """Training throughput (samples/s) of every registered model, against open_clip ViT-B-32 (random init, CLIP's
 contrastive loss, same input size, same batch) measured in the same run; with bf16 autocast (what
-rsdemo.train uses) on CUDA when a device is present.
+rsdemo.training uses) on CUDA when a device is present.
 
-One training step is what rsdemo.train does: the model's own loss on a batch of (image, caption) pairs from the
+One training step is what rsdemo.training does: the model's own loss on a batch of (image, caption) pairs from the
 synthetic world, backward, gradient clipping at 2.0, the optimizer of the model's config. The model is built as
-rsdemo.train builds it (vocabulary of the training captions, the data's scene classes).
+rsdemo.training builds it (rsdemo.training.loop.model_for: vocabulary of the training captions, the data's scene
+classes).
 Usage: python bench/train_speed.py [--models NAME ...] [--batch 16] [--steps 3] [--no-write]
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ BASELINE = "ViT-B-32"
 
 
 def _batch(ds, bs: int, size: int, norm: str):
-    from rsdemo.train import ImageCache
+    from rsdemo.training.inputs import ImageCache
 
     sub = ds.split("train")
     cache = ImageCache(sub, size, norm)
@@ -36,15 +37,10 @@ def _batch(ds, bs: int, size: int, norm: str):
 
 
 def _model(name: str, ds):
-    from rsdemo.data.text import Vocab
-    from rsdemo.models.factory import build, merge
-    from rsdemo.models.registry import model_config
+    from rsdemo.training.loop import model_for
 
-    cfg = model_config(name)
-    train = ds.split("train")
-    vocab = None if cfg.get("arch") == "clip" else Vocab.build(c for r in train.records for c in r.captions)
-    over = {"classes": sorted({r.label for r in train.records if r.label})}
-    return build(merge(cfg, over), name, vocab=vocab), cfg.get("train", {})
+    m, opts = model_for(name, {}, ds.split("train"))
+    return m, opts.train
 
 
 def _baseline(size: int, name: str = BASELINE):
@@ -70,7 +66,8 @@ def steps_per_s(step, steps: int, sync) -> list[float]:
 def measure(kind: str, name_or_size, ds, bs: int, steps: int, device: str, amp: bool, baseline=BASELINE) -> dict:
     import torch
 
-    from rsdemo.train import _optimizer
+    from rsdemo.training.optim import optimizer
+    from rsdemo.training.step import TrainStep
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -78,13 +75,14 @@ def measure(kind: str, name_or_size, ds, bs: int, steps: int, device: str, amp: 
     if kind == "model":
         m, tcfg = _model(name_or_size, ds)
         m = m.to(dev).train()
-        size = int(m.config.get("image_size", 0)) or int(m.preprocess(ds[0].image).shape[-1])
-        images, caps, labels, idx = _batch(ds, bs, size, m.config.get("normalize", "imagenet"))
+        size = m.config.image_size
+        images, caps, labels, idx = _batch(ds, bs, size, m.config.normalize)
         images = images.to(dev)
-        opt = _optimizer(m, tcfg, float(tcfg.get("lr", 2e-4)))
+        opt = optimizer(m, tcfg, tcfg.lr)
+        step_module = TrainStep(m)
 
         def loss():
-            return m(images, caps, caps, labels, idx)["loss"]
+            return step_module(images, caps, caps, labels, idx)["loss"]
     else:
         size = int(name_or_size)
         m, tok, crit = _baseline(size, baseline)
@@ -141,7 +139,7 @@ def run(models=None, batch=16, steps=3, threads=None, data="synthetic:120", base
              f"CLIP loss, AdamW, at the model's input size, same batch. Ratio: model / baseline (above 1: trains "
              f"faster). The batch is smaller than the configs' (64-100) to keep this run short; throughput per "
              f"sample grows a little with the batch.", "",
-             ("CUDA present: rows for fp32 and for bf16 autocast (AMP, as rsdemo.train uses on CUDA)." if cuda else
+             ("CUDA present: rows for fp32 and for bf16 autocast (AMP, as rsdemo.training uses on CUDA)." if cuda else
               "No CUDA device on this machine: CPU only. On CUDA the same code also measures fp32 and bf16 "
               "autocast (AMP)."), "",
              f"| model | device | input px | samples/s | {baseline} samples/s | ratio |", "|---|---|---|---|---|---|"]

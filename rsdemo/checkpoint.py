@@ -30,8 +30,7 @@ CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"   # the committ
 
 
 def _rebuilt(model) -> list[str]:
-    f = getattr(model, "rebuilt_at_load", None)
-    return list(f()) if f is not None else []
+    return list(model.rebuilt_at_load())
 
 
 def _state(model, half: bool) -> dict[str, torch.Tensor]:
@@ -52,8 +51,8 @@ def save(model, path, card: dict | None = None, half: bool = False, extra: dict 
     from safetensors.torch import save_file
 
     path = Path(path).with_suffix(".safetensors")
-    meta = {"rsdemo": json.dumps({"name": model.name, "config": model.config,
-                                  "vocab": model.vocab.itos if getattr(model, "vocab", None) is not None else None,
+    meta = {"rsdemo": json.dumps({"name": model.name, "config": model.config.as_dict(),
+                                  "vocab": model.vocab.itos if model.vocab is not None else None,
                                   "rebuilt": _rebuilt(model)})}
     state = _state(model, half)
     # safetensors refuses tensors that share memory (tied weights): store a copy of each

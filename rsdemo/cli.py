@@ -33,7 +33,7 @@ def _data_report(a) -> int:
 
 
 def _train(a) -> int:
-    from .train import TrainArgs, train
+    from .training import TrainArgs, train
 
     overrides = {}
     for kv in a.set or []:

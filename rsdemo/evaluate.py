@@ -15,6 +15,10 @@ score strictly higher than s, plus, under the default "pessimistic" rule, the nu
 exactly s; under the "optimistic" rule equal scores are placed below. The query is a hit at K when rank < K. Other
 correct captions never count against an image query. The rule depends only on the scores, never on the order of
 rows or columns, so a constant similarity matrix scores 0 (pessimistic) unless K reaches the number of candidates.
+A tie is exact float equality, nothing looser: identical inputs (a duplicated image, a repeated caption) score
+exactly equal on every machine, so they are ties everywhere; two different candidates whose scores differ by 1e-7
+are not tied, they are ordered. Such near-ties may swap on another CPU, whose kernels round differently: that is
+float drift, not a tie, and rsdemo.drift bounds what it can do to a recall (docs/REPRODUCIBILITY.md).
 
 Recalls are percentages (0-100); mR is the mean of all reported recalls (the six of K = 1, 5, 10 by default).
 """
@@ -133,7 +137,7 @@ def model_scores(model, ds, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
     model.eval()
     # Frozen pretrained encoders: their outputs come from rsdemo.features' disk cache, the same fp16 features
     # the heads were trained on, so evaluating is cheap and gives the same numbers on every run.
-    frozen = set(model.config.get("freeze") or [])
+    frozen = model.frozen_encoders()
     maps = words = None
     if frozen:
         from . import features

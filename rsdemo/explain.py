@@ -133,61 +133,26 @@ def _batch(model, image) -> torch.Tensor:
     return model.preprocess(image)[:1]
 
 
-def _seed(model) -> bool:
-    """A seed-paper model: multi-scale CNN backbone plus global_fc over pooled stride-32 channels."""
-    return hasattr(model, "backbone") and hasattr(model, "global_fc")
-
-
 @torch.no_grad()
 def region_similarity(model, image, text: str, ex=None) -> np.ndarray | None:
     """Cosine of the text embedding with each image position projected into the joint space: [h, w].
 
-    Seed models: global_fc on each stride-32 position (global_fc is linear, so their mean is the projected pooled
-    feature: the global embedding decomposed per position). CLIP: its own patch_sim. None where neither exists."""
-    if _seed(model):
-        f = model.backbone(_batch(model, image))[-1][0]                      # [C, h, w]
-        pos = model.global_fc(f.permute(1, 2, 0))                           # [h, w, d]
-        t = model.encode_text([text])[0]
-        return F.cosine_similarity(pos.float(), t.float()[None, None], dim=-1).cpu().numpy()
-    ex = ex if ex is not None else model.explain(image, text)
-    m = ex.maps.get("patch_sim")
-    return None if m is None else np.asarray(m, dtype=np.float32)
-
-
-def _cam_target(model):
-    """(module, whether its input (not output) is the map, pick: hooked value -> tensor, to_map: tensor ->
-    [N, C, h, w]) or None. Gradients are taken on the picked tensor itself (a reshaped copy made in the hook
-    would not be on the score's path), then both it and its gradient go through to_map."""
-    if _seed(model):
-        return model.backbone, False, lambda out: out[-1], lambda t: t
-    v = getattr(getattr(model, "model", None), "visual", None)
-    if v is None:
+    The positions come from the model's position_embeddings hook (seed models: global_fc on each stride-32
+    position, whose mean is the global embedding; CLIP: each patch through the tower's pooling projection).
+    None where the model has none. `ex` is accepted for callers that have the explanation; it is not needed."""
+    pos = model.position_embeddings(_batch(model, image))
+    if pos is None:
         return None
-    from open_clip.modified_resnet import ModifiedResNet
-    from open_clip.transformer import VisionTransformer
-
-    if isinstance(v, ModifiedResNet):
-        return v.layer4, False, lambda out: out, lambda t: t
-    if isinstance(v, VisionTransformer):
-        gh, gw = v.grid_size
-        first = getattr(v.transformer, "batch_first", True)
-
-        def grid(t):
-            tok = t if first else t.transpose(0, 1)                          # [N, L, D]
-            tok = tok[:, -gh * gw:]                                           # patch tokens (class token first)
-            return tok.transpose(1, 2).reshape(tok.shape[0], -1, gh, gw)
-        # the last block's *input*: CLIP pools the class token, so the last block's output patch tokens never
-        # reach the score (zero gradient); its input tokens do, through that block's attention
-        return v.transformer.resblocks[-1], True, lambda args: args[0], grid
-    return None
+    t = model.encode_text([text])[0]
+    return F.cosine_similarity(pos[0].float(), t.float()[None, None], dim=-1).cpu().numpy()
 
 
 def gradcam(model, image, text: str) -> np.ndarray | None:
     """Grad-CAM of model.score(image, [text]) on the last feature map: ReLU(sum_c w_c A_c), w_c = mean dS/dA_c.
 
-    Seed models: the backbone's stride-32 map; CLIP ViT: the patch tokens entering the last block, on the patch
-    grid; CLIP RN: layer4. None for an image tower with none of these."""
-    target = _cam_target(model)
+    Where the activation is read is the model's cam_target hook (seed models: the backbone's stride-32 map; CLIP
+    ViT: the patch tokens entering the last block, on the patch grid; CLIP RN: layer4). None without one."""
+    target = model.cam_target()
     if target is None:
         return None
     module, pre, pick, to_map = target

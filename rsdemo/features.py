@@ -1,6 +1,8 @@
 """Cached outputs of frozen encoders, so a model with frozen pretrained backbones trains its heads only.
 
-A frozen encoder gives the same output for the same input every epoch (the only augmentation, the dihedral
+Which encoders are frozen is the model's frozen_encoders() hook ({"image": backbone, "text": MiniLM} as its
+config says); nothing here asks which architecture it serves. A frozen encoder gives the same output for the
+same input every epoch (the only augmentation, the dihedral
 views, is a fixed set of 8 inputs per image), so the trainer computes it once per dataset and reads it back:
 
 - image_features(model, ds): the backbone's [f8, f16, f32] maps of every image of ds (fp16), in ds order;
@@ -55,12 +57,19 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
 
 
+def _encoder(model, kind: str):
+    enc = model.frozen_encoders().get(kind)
+    if enc is None:
+        raise ValueError(f"{model.name}: its {kind} encoder is not frozen, so it has no cached features")
+    return enc
+
+
 def image_features_path(model, ds, views: int = 1) -> Path:
-    bb = model.backbone
-    size, norm = int(model.config.get("image_size", 256)), model.config.get("normalize", "imagenet")
+    bb = _encoder(model, "image")
+    size, norm = model.config.image_size, model.config.normalize
     # a model tuning the backbone's top layers reads only f8 and f16 from the cache (f32 is recomputed), so the
     # key leaves those layers out: the cache stays valid while they train
-    skip = bb.top_prefixes() if getattr(model, "tune_top", False) else ()
+    skip = bb.top_prefixes() if bb.tuned else ()
     parts = ([VERSION, images_key(ds), bb.kind, weights_sha256(bb, skip), str(size), norm]
              + [f"skip={skip}"] * bool(skip) + [f"views={views}"] * (views > 1))
     key = hashlib.sha1("|".join(parts).encode())
@@ -83,10 +92,10 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32, view
     got = _load(path)
     if got is not None and len(got) == 3 and all(v.shape[0] == views * len(ds) for v in got.values()):
         return [got[f"f{i}"] for i in range(3)]
-    bb = model.backbone
+    bb = _encoder(model, "image")
     was = bb.training
     bb.eval()
-    tf = image_transform(model.config.get("image_size", 256), model.config.get("normalize", "imagenet"))
+    tf = image_transform(model.config.image_size, model.config.normalize)
     out: list[list[list[torch.Tensor]]] = [[[] for _ in range(views)] for _ in range(3)]
     it = range(0, len(ds), batch_size)
     if progress:
@@ -114,7 +123,7 @@ class WordCache:
     """Raw MiniLM word features of every distinct caption; batch(captions) -> CachedWords for the model."""
 
     def __init__(self, model, captions, progress: bool = False, batch_size: int = 256):
-        text = model.text
+        text = _encoder(model, "text")
         self.texts = sorted(set(captions))
         self.row = {c: i for i, c in enumerate(self.texts)}
         h = hashlib.sha1("|".join([VERSION, text.kind, weights_sha256(text.bert), str(text.max_words)]).encode())
@@ -149,7 +158,4 @@ class WordCache:
         T = max(1, int(n.max()))
         return CachedWords((self.raw[rows, :T], torch.arange(T)[None] < n[:, None]))
 
-
-def frozen(model) -> set[str]:
-    return set(model.config.get("freeze") or [])
 

@@ -178,7 +178,7 @@ def _embed(model, paths, batch_size=32, chunk_dir=None, chunk=1024, resume=True,
             group = paths[start:start + chunk]
             n_chunks = c + 1
             f = Path(chunk_dir) / f"chunk-{c:06d}.npz" if chunk_dir is not None else None
-            key = _chunk_key(ident, model.config, group) if f is not None else ""
+            key = _chunk_key(ident, model.config.as_dict(), group) if f is not None else ""
             got = _read_chunk(f, key) if f is not None and resume else None
             if got is not None:
                 bar.update(len(group))

@@ -532,7 +532,7 @@ def _load_paths(tmp):
         return Retriever.load(idx, model)
 
     def resume_with(path):
-        from rsdemo.train import TrainArgs, train
+        from rsdemo.training import TrainArgs, train
         out = tmp / "run"
         out.mkdir(exist_ok=True)
         import shutil

@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from rsdemo.checkpoint import load, save
 from rsdemo.models.factory import build, create_model
+from rsdemo.training.step import TrainStep
 
 TINY = {"embed_dim": 32,
         "vision_cfg": {"image_size": 32, "patch_size": 16, "width": 32, "layers": 1, "head_width": 32},
@@ -79,7 +80,7 @@ def test_hub_layout_folder_defines_the_architecture(reference, tmp_path):
                                               "std": list(open_clip.OPENAI_DATASET_STD)}}))
     m = clip(d, arch=None)                           # no architecture in our config: the folder's is used
     assert same_outputs(m, reference)
-    assert m.config["clip_config"] == TINY and m.config["normalize"] == "clip" and m.config["image_size"] == 32
+    assert m.config.clip_config == TINY and m.config.normalize == "clip" and m.config.image_size == 32
     # the saved checkpoint carries the architecture: it rebuilds with the folder gone
     ck = save(m, tmp_path / "ft.safetensors")
     for f in d.iterdir():
@@ -144,7 +145,7 @@ def test_infonce_finetune_and_checkpoint_roundtrip(reference, tmp_path):
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     losses = []
     for _ in range(10):
-        out = m.loss(x, TEXTS, TEXTS)
+        out = TrainStep(m)(x, TEXTS, TEXTS)
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -163,7 +164,7 @@ def test_logit_scale_is_capped_at_100():
     m = clip()
     with torch.no_grad():
         m.model.logit_scale.fill_(10.0)
-    out = m.loss(torch.zeros(2, 3, 32, 32), TEXTS[:2], TEXTS[:2])
+    out = TrainStep(m)(torch.zeros(2, 3, 32, 32), TEXTS[:2], TEXTS[:2])
     assert abs(float(out["logit_scale"]) - 100) < 1e-3
 
 
@@ -187,6 +188,6 @@ def test_explain_patch_map(arch, grid):
 
 
 def test_image_size_comes_from_the_vision_config():
-    assert clip().config["image_size"] == 32
+    assert clip().config.image_size == 32
     with pytest.raises(ValueError, match="image_size"):
         clip(image_size=64)

@@ -8,6 +8,7 @@ from rsdemo.checkpoint import load, load_model, save
 from rsdemo.data import synthetic as S
 from rsdemo.models.factory import create_model
 from rsdemo.models.registry import list_models, model_config
+from rsdemo.training.step import TrainStep
 
 MODELS = list_models()
 # Full-size CLIP towers (ViT-B-32, RN50) are covered for shape/contract but too slow to train on 2 CPU cores here
@@ -68,7 +69,7 @@ def test_training_steps_reduce_loss(name, batch):
     opt = torch.optim.Adam(m.parameters(), lr=1e-3)
     losses = []
     for _ in range(8):
-        out = m(x, caps, caps, labels, list(range(len(caps))))
+        out = TrainStep(m)(x, caps, caps, labels, list(range(len(caps))))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -104,7 +105,7 @@ def test_ablation_switch_changes_forward(name, switch, batch):
     ids = list(range(len(caps)))
     with torch.no_grad():
         a, b = on.score(x, caps), off.score(x, caps)
-        la, lb = on(x, caps, caps, labels, ids)["loss"], off(x, caps, caps, labels, ids)["loss"]
+        la, lb = TrainStep(on)(x, caps, caps, labels, ids)["loss"], TrainStep(off)(x, caps, caps, labels, ids)["loss"]
     assert a.shape == b.shape
     # a module either shapes the score (architecture) or the objective (loss terms, margins): one must change
     assert not torch.allclose(a, b) or not torch.allclose(la, lb), switch

@@ -20,6 +20,7 @@ from rsdemo.data.transforms import image_transform
 from rsdemo.models import backbones as B
 from rsdemo.models.factory import create_model
 from rsdemo.models.registry import list_models, model_config
+from rsdemo.training.step import TrainStep
 
 LITE0 = [n for n in list_models() if model_config(n).get("backbone") == "efficientnet_lite0"]
 
@@ -204,7 +205,7 @@ def test_feature_cache_round_trip(cache, monkeypatch):
 
 
 def test_frozen_training_trains_heads_only_and_ships_them(tmp_path, cache, monkeypatch):
-    from rsdemo.train import TrainArgs, train
+    from rsdemo.training import TrainArgs, train
 
     _tiny_world(cache, monkeypatch)
     before = create_model("dual-lite0").state_dict()
@@ -256,9 +257,9 @@ def test_frozen_step_matches_uncached_step():
         raw = m.text.raw(*m.text.tokenize(caps))
     labels = ["a", "b", "c"]
     torch.manual_seed(0)
-    direct = m(x, caps, caps, labels, [0, 1, 2])["loss"]
+    direct = TrainStep(m)(x, caps, caps, labels, [0, 1, 2])["loss"]
     torch.manual_seed(0)
-    out = m(cached, B.CachedWords((raw[0].half(), raw[1])), caps, labels, [0, 1, 2])["loss"]
+    out = TrainStep(m)(cached, B.CachedWords((raw[0].half(), raw[1])), caps, labels, [0, 1, 2])["loss"]
     assert torch.isfinite(out) and abs(out.item() - direct.item()) < 1e-2
     out.backward()
     assert m.global_fc.weight.grad is not None and m.backbone.net.conv_stem.weight.grad is None

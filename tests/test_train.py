@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rsdemo.train import TrainArgs, train
+from rsdemo.training import TrainArgs, train
 
 TINY = {"embed_dim": 64, "mvsa_dim": 32, "word_dim": 32}
 DATA = "synthetic:80:4"

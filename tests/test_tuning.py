@@ -63,7 +63,7 @@ def test_tune_top_trains_the_top_layers_only_and_ships_them(world, tmp_path):
     from safetensors import safe_open
 
     from rsdemo.evaluate import evaluate_model
-    from rsdemo.train import TrainArgs, train
+    from rsdemo.training import TrainArgs, train
 
     before = create_model("ssjdn-lite0").state_dict()
     over = {"tune_top": True, "image_size": 64, "train": {"views": 8, "backbone_lr_scale": 1.0}}
@@ -90,7 +90,7 @@ def test_tune_top_trains_the_top_layers_only_and_ships_them(world, tmp_path):
     # scores on cached maps (f32 recomputed by the tuned layers) equal scores on the images themselves
     val = world.split(card["eval_split"])
     cached = evaluate_model(m, val)
-    m.config = dict(m.config, freeze=["text"])   # evaluate through the backbone on every image instead
+    m.config = m.config.replace(freeze=["text"])   # evaluate through the backbone on every image instead
     direct = evaluate_model(m, val)
     assert abs(cached["mr"] - direct["mr"]) < 1.0
     assert card["metrics"][card["eval_split"]]["mr"] == pytest.approx(cached["mr"], abs=1e-6)

@@ -18,11 +18,15 @@ What we decided (the abstract leaves it open):
   (idf-weighted bag-of-words cosine of the two captions, averaged with scene-label agreement when labels exist):
   pairs that look alike before learning, common in RS data, are pushed apart less. "use_dynamic_margin": false gives
   the released code's fixed margin.
-Switches: use_mvsa, use_vgt (vision-guided text), use_dynamic_margin.
+Switches: use_mvsa, use_vgt (vision-guided text), use_dynamic_margin (AMFMNOptions; the demo checkpoint
+amfmn-slim stored the last one as "dynamic_margin", read as its old name).
+The loss (amfmn_loss, registered for the arch) reads forward()'s full score matrix.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,21 +34,37 @@ from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .common import SeedModel
-from .registry import register
+from .base import Pairs
+from .common import SeedModel, SeedOptions
+from .registry import register, register_loss
+
+
+@dataclass(kw_only=True)
+class AMFMNOptions(SeedOptions):
+    mvsa_dim: int = 256
+    use_mvsa: bool = True
+    use_vgt: bool = True
+    use_dynamic_margin: bool = True
+    margin_low: float = 0.05                   # the dynamic margin's value for identical-looking pairs
+    hardest: bool = False                      # hardest negative only (VSE++) instead of the sum over negatives
+    reduction: Literal["mean", "sum"] = "mean"
+    renamed = {"dynamic_margin": "use_dynamic_margin"}
 
 
 @register("amfmn")
 class AMFMN(SeedModel):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = AMFMNOptions
+
+    def __init__(self, config: dict | AMFMNOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
+        config = self.config
         d = self.embed_dim
-        self.use_mvsa = bool(config.get("use_mvsa", True))
-        self.use_vgt = bool(config.get("use_vgt", True))
+        self.use_mvsa = config.use_mvsa
+        self.use_vgt = config.use_vgt
         self.separable = not self.use_vgt
         c = self.backbone.channels
         self.global_fc = nn.Linear(c[-1], d)
-        h = int(config.get("mvsa_dim", 256))
+        h = config.mvsa_dim
         if self.use_mvsa:
             self.lat = nn.ModuleList([nn.Conv2d(ci, h, 1) for ci in c])
             self.fuse = nn.Sequential(nn.Conv2d(3 * h, h, 3, padding=1, bias=False), nn.BatchNorm2d(h), nn.ReLU(True))
@@ -102,19 +122,9 @@ class AMFMN(SeedModel):
         v, _ = self._visual(images)
         return self._score(v, *self._words(texts))
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         v, _ = self._visual(images)
-        s = self._score(v, *self._words(texts))
-        base = float(self.config.get("margin", 0.2))
-        if self.config.get("use_dynamic_margin", True):
-            margin = losses.dynamic_margin(losses.prior_similarity(captions, labels).to(s.device), base,
-                                           float(self.config.get("margin_low", 0.05)))
-        else:
-            margin = base
-        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
-        loss = losses.triplet(s, margin, hardest=bool(self.config.get("hardest", False)), mask=mask,
-                              reduction=self.config.get("reduction", "mean"))
-        return {"loss": loss, "triplet": loss.detach()}
+        return {"scores": self._score(v, *self._words(texts))}
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -128,3 +138,17 @@ class AMFMN(SeedModel):
             _, att = self._guided(v, words, mask, t)
             notes["word_weights"] = att[0, 0, : int(mask.sum())].cpu().numpy()
         return Explanation(maps, self.tokens(text, mask), s, notes=notes)
+
+
+@register_loss("amfmn")
+def amfmn_loss(model: AMFMN, out: dict, pairs: Pairs) -> dict:
+    """Bidirectional triplet on the full scores, margin dynamic (prior similarity of the pairs) or fixed."""
+    s, cfg = out["scores"], model.config
+    if cfg.use_dynamic_margin:
+        margin = losses.dynamic_margin(losses.prior_similarity(pairs.captions, pairs.labels).to(s.device),
+                                       cfg.margin, cfg.margin_low)
+    else:
+        margin = cfg.margin
+    mask = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    loss = losses.triplet(s, margin, hardest=cfg.hardest, mask=mask, reduction=cfg.reduction)
+    return {"loss": loss, "triplet": loss.detach()}

@@ -158,6 +158,7 @@ class ImageBackbone(nn.Module):
         else:
             raise ValueError(f"unknown image backbone {name!r} (resnet18, slim, efficientnet_lite0)")
         self.frozen = bool(freeze)
+        self.tuned = False    # tune_top() called: the top layers train although the backbone is frozen
         if self.frozen:
             self.requires_grad_(False)
             self.eval()
@@ -183,6 +184,7 @@ class ImageBackbone(nn.Module):
         top = self.top_prefixes()
         for k, p in self.named_parameters():
             p.requires_grad_(k.startswith(top))
+        self.tuned = True
 
     def top(self, f16: torch.Tensor) -> torch.Tensor:
         """f32 computed from f16: the same layers forward() runs after the stride-16 map."""

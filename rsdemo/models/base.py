@@ -2,16 +2,33 @@
 
 encode_image / encode_text give L2-normalised global embeddings comparable by dot product (stage 1, FAISS);
 score gives the model's full matching score (equal to the dot product for separable models, the paper's
-cross-modal score otherwise, used to rerank); explain gives the model's own named maps; loss trains it.
+cross-modal score otherwise, used to rerank); explain gives the model's own named maps; forward gives the
+training outputs of a batch of matched pairs, which the loss registered beside the model (@register_loss in its
+file) turns into the objective. The model never trains itself: rsdemo.training does.
+
+What we decided: the trainer, the explainers and the feature cache never ask which architecture they hold; they
+ask the model through these hooks (each with a default that suits a model without the feature):
+- config_class: the architecture's typed options (rsdemo.models.options); self.config is an instance of it.
+- uses_vocabulary(config): the text encoder reads a word vocabulary built from the training captions.
+- frozen_encoders(): the encoders that keep pretrained weights ({"image": module, "text": module}); the trainer and
+  evaluator feed their cached outputs (rsdemo.features) instead of running them.
+- parameter_groups(): trainable parameters split into "heads" and "pretrained" (pretrained layers that train at
+  train.backbone_lr_scale of the learning rate).
+- position_embeddings(x): each image position mapped into the joint space the way the pooled feature is, for the
+  region-similarity baseline; cam_target(): where Grad-CAM reads its activation.
+- rebuilt_at_load(): state-dict prefixes a checkpoint leaves out (frozen pip-installed encoders, rebuilt at load).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .options import Options
 
 
 @dataclass
@@ -24,15 +41,37 @@ class Explanation:
     notes: dict = field(default_factory=dict)
 
 
+class Pairs(NamedTuple):
+    """What a loss knows about a batch besides the model's outputs: pair i is (image i, captions[i])."""
+    captions: list[str]
+    labels: list | None = None          # scene label per pair (None entries: unknown)
+    image_ids: list | None = None       # which image each pair comes from: two captions of one image are no negatives
+
+
+class CamTarget(NamedTuple):
+    """Where Grad-CAM reads a model's activation: the hooked `module` (its input when `pre`, else its output),
+    `pick` (hooked value -> the tensor gradients are taken on) and `to_map` (that tensor -> [N, C, h, w])."""
+    module: nn.Module
+    pre: bool
+    pick: object
+    to_map: object
+
+
 class RetrievalModel(nn.Module):
     arch = "base"
     separable = True                    # score(i, t) == encode_image(i) @ encode_text(t).T
+    config_class = Options
+    vocab = None                        # the word vocabulary, where uses_vocabulary (checkpoints store it)
 
-    def __init__(self, config: dict, name: str | None = None):
+    def __init__(self, config: dict | Options, name: str | None = None):
         super().__init__()
-        self.config = config
-        self.name = name or config.get("arch", self.arch)
-        self.embed_dim = int(config.get("embed_dim", 512))
+        cfg = type(self).config_class.parse(config, name or self.arch)
+        if cfg.arch not in ("", self.arch):
+            raise ValueError(f"model config {name!r} is for arch {cfg.arch!r}, not {self.arch!r}")
+        cfg.arch = self.arch
+        self.config = cfg
+        self.name = name or self.arch
+        self.embed_dim = int(cfg.embed_dim)
 
     # ---- inputs ------------------------------------------------------------------------------------
     @property
@@ -43,7 +82,7 @@ class RetrievalModel(nn.Module):
         """PIL images (or one) -> normalised batch tensor for this model, on its device."""
         from ..data.transforms import image_transform
 
-        tf = image_transform(self.config.get("image_size", 256), self.config.get("normalize", "imagenet"))
+        tf = image_transform(self.config.image_size, self.config.normalize)
         if not isinstance(images, (list, tuple)):
             images = [images]
         return torch.stack([tf(im) for im in images]).to(self.device)
@@ -72,21 +111,37 @@ class RetrievalModel(nn.Module):
     def explain(self, image, text: str) -> Explanation:
         raise NotImplementedError
 
-    def loss(self, images, texts, captions: list[str], labels: list | None = None, image_ids=None) -> dict:
-        """Training loss of one batch of matched pairs (image i <-> captions[i]); returns {"loss": ..., parts}.
-
-        labels: scene label per pair (or None); image_ids: which image each pair comes from, so two captions of
-        one image in a batch are not treated as negatives of each other."""
+    def forward(self, images, texts) -> dict[str, torch.Tensor]:
+        """Training outputs of a batch of matched pairs (image i <-> texts[i]): whatever the model's registered
+        loss reads, e.g. {"scores": [B, B] full scores, ...}. Images and texts may be the cached outputs of
+        frozen encoders (rsdemo.features)."""
         raise NotImplementedError
 
-    def forward(self, images, texts, captions, labels=None, image_ids=None) -> dict:
-        # forward() is the loss so DistributedDataParallel (which hooks forward) syncs gradients
-        return self.loss(images, texts, captions, labels, image_ids=image_ids)
+    # ---- hooks (see the module docstring) ----------------------------------------------------------
+    @classmethod
+    def uses_vocabulary(cls, config: Options) -> bool:
+        return False
+
+    def frozen_encoders(self) -> dict[str, nn.Module]:
+        return {}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"heads": [p for p in self.parameters() if p.requires_grad], "pretrained": []}
+
+    def position_embeddings(self, x: torch.Tensor) -> torch.Tensor | None:
+        """[N, h, w, d] joint-space embedding of each image position of a preprocessed batch, or None."""
+        return None
+
+    def cam_target(self) -> CamTarget | None:
+        return None
+
+    def rebuilt_at_load(self) -> list[str]:
+        return []
 
     # ---- helpers -----------------------------------------------------------------------------------
     def switches(self) -> dict[str, bool]:
         """The config's module switches (use_*), for ablations and model cards."""
-        return {k: bool(v) for k, v in self.config.items() if k.startswith("use_")}
+        return self.config.switches()
 
     @staticmethod
     def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -24,33 +24,49 @@ What we decided:
 - Loss: the bidirectional triplet (sum over negatives, margin 0.2) on the full score, plus the CD loss
   (rsdemo.losses.class_contrastive) on the global embeddings with weight `cd_weight`: classes are scene labels
   where the data has them, else the pair's image id.
-Switches: use_tam, use_cfm, use_cd.
+Switches: use_tam, use_cfm, use_cd (CCNetOptions). The loss (ccnet_loss, registered for the arch) reads
+forward()'s full scores and global embeddings.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .common import SeedModel, region_proj, regions
-from .registry import register
+from .base import Pairs
+from .common import SeedModel, SeedOptions, region_proj, regions
+from .registry import register, register_loss
+
+
+@dataclass(kw_only=True)
+class CCNetOptions(SeedOptions):
+    use_tam: bool = True
+    use_cfm: bool = True
+    use_cd: bool = True
+    cd_weight: float = 0.5
+    attention_temperature: float = 10.0        # lambda of the word-region softmaxes
 
 
 @register("ccnet")
 class CCNet(SeedModel):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = CCNetOptions
+
+    def __init__(self, config: dict | CCNetOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
+        config = self.config
         d = self.embed_dim
         c = self.backbone.channels
-        self.use_tam = bool(config.get("use_tam", True))
-        self.use_cfm = bool(config.get("use_cfm", True))
-        self.use_cd = bool(config.get("use_cd", True))
+        self.use_tam = config.use_tam
+        self.use_cfm = config.use_cfm
+        self.use_cd = config.use_cd
         self.separable = not (self.use_tam or self.use_cfm)
         self.global_fc = nn.Linear(c[-1], d)
         if self.use_tam or self.use_cfm:
             self.region = region_proj(c[1], d)
-            self.lam = float(config.get("attention_temperature", 10.0))
+            self.lam = config.attention_temperature
 
     def _visual(self, images):
         feats = self._feats(images)
@@ -99,22 +115,10 @@ class CCNet(SeedModel):
         g, reg, _ = self._visual(images)
         return self._score(g, reg, *self._words(texts))
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         g, reg, _ = self._visual(images)
         words, mask, t = self._words(texts)
-        s = self._score(g, reg, words, mask, t)
-        dup = losses.duplicate_mask(captions, image_ids).to(s.device)
-        tri = losses.triplet(s, float(self.config.get("margin", 0.2)), mask=dup)
-        out = {"loss": tri, "triplet": tri.detach()}
-        if self.use_cd:
-            cls = self.label_ids(labels)
-            if cls is None or (cls < 0).any():
-                ids = image_ids if image_ids is not None else list(range(len(captions)))
-                cls = torch.as_tensor(ids, device=s.device)
-            cd = losses.class_contrastive(self.normalize(g), self.normalize(t), cls)
-            out["loss"] = tri + float(self.config.get("cd_weight", 0.5)) * cd
-            out["cd"] = cd.detach()
-        return out
+        return {"scores": self._score(g, reg, words, mask, t), "image": g, "text": t}
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -132,3 +136,21 @@ class CCNet(SeedModel):
         if not maps:  # no fine-grained module on: the global feature map's activation is all there is
             maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]), cfm=cfm)
+
+
+@register_loss("ccnet")
+def ccnet_loss(model: CCNet, out: dict, pairs: Pairs) -> dict:
+    """Triplet on the full score plus the CD loss on the global embeddings (classes: scene labels, else image ids)."""
+    s = out["scores"]
+    dup = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    tri = losses.triplet(s, model.config.margin, mask=dup)
+    res = {"loss": tri, "triplet": tri.detach()}
+    if model.use_cd:
+        cls = model.label_ids(pairs.labels)
+        if cls is None or (cls < 0).any():
+            ids = pairs.image_ids if pairs.image_ids is not None else list(range(len(pairs.captions)))
+            cls = torch.as_tensor(ids, device=s.device)
+        cd = losses.class_contrastive(model.normalize(out["image"]), model.normalize(out["text"]), cls)
+        res["loss"] = tri + model.config.cd_weight * cd
+        res["cd"] = cd.detach()
+    return res

@@ -22,6 +22,7 @@ Weights ("pretrained"), all loaded strictly (every key must match, shapes includ
 - "hf-hub:org/repo": the same files fetched from the Hugging Face hub; needs the network (or the hub cache).
   Offline, a ValueError says so and that a local path works.
 open_clip's named pretrained tags ("openai", "laion2b_...") are not used: they download, and we must run offline.
+The options above are CLIPOptions; image_size, normalize and embed_dim are derived (written into the config).
 
 Text: open_clip's tokenizer for named models (the bundled BPE vocabulary, works offline); for an inline config,
 open_clip's SimpleTokenizer with the config's context length.
@@ -42,14 +43,16 @@ from __future__ import annotations
 import copy
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .. import losses
 from ..files import read_state
-from .base import Explanation, RetrievalModel
-from .registry import register
+from .base import CamTarget, Explanation, Pairs, RetrievalModel
+from .options import Options
+from .registry import register, register_loss
 
 HUB = "hf-hub:"
 # open_clip's hub layout, in the order open_clip prefers them
@@ -144,14 +147,25 @@ def _open_clip_model(cfg: dict):
     return (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
 
 
+@dataclass(kw_only=True)
+class CLIPOptions(Options):
+    clip_model: str | None = None
+    clip_config: dict | None = None
+    quick_gelu: bool = False
+    embed_dim: int | None = None               # derived from the open_clip config
+    image_size: int | None = None              # derived from its vision config (a different value is refused)
+    normalize: str | None = None               # derived from the weights' preprocess config, else CLIP's
+
+
 @register("clip")
 class CLIP(RetrievalModel):
     separable = True
+    config_class = CLIPOptions
 
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
-        config = copy.deepcopy(config)   # we record derived keys; don't touch the caller's dict
+    def __init__(self, config: dict | CLIPOptions, name: str | None = None, vocab=None):
+        config = CLIPOptions.parse(config, name or "clip")   # a copy: we record derived keys in it
         pre, weights = {}, None
-        src = config.get("pretrained")
+        src = config.pretrained
         if src:
             src = str(src)
             if src.startswith(HUB):
@@ -164,26 +178,26 @@ class CLIP(RetrievalModel):
                 raise ValueError(f"pretrained {src!r}: no such file or folder (give a local weights file, an "
                                  f"open_clip folder, or hf-hub:org/repo)")
             if arch is not None:  # the weights' own architecture; kept so a saved checkpoint needs no folder
-                config["clip_config"] = arch
-                config.pop("clip_model", None)
-        if config.get("clip_config"):
-            model_cfg = copy.deepcopy(config["clip_config"])
-        elif config.get("clip_model"):
-            model_cfg = _named_config(config["clip_model"])
+                config.clip_config = arch
+                config.clip_model = None
+        if config.clip_config:
+            model_cfg = copy.deepcopy(config.clip_config)
+        elif config.clip_model:
+            model_cfg = _named_config(config.clip_model)
         else:
             raise ValueError(f"model config {name!r} needs 'clip_model' (an open_clip name) or 'clip_config'")
-        if config.get("quick_gelu"):
+        if config.quick_gelu:
             model_cfg["quick_gelu"] = True
         model_cfg.pop("preprocess_cfg", None)
 
         size = model_cfg["vision_cfg"].get("image_size", 224)
         size = size if isinstance(size, int) else size[0]
-        if config.get("image_size") not in (None, size):
-            raise ValueError(f"image_size {config['image_size']} differs from the open_clip vision config's {size}; "
+        if config.image_size not in (None, size):
+            raise ValueError(f"image_size {config.image_size} differs from the open_clip vision config's {size}; "
                              f"change vision_cfg.image_size instead")
-        config["image_size"] = size
-        config.setdefault("normalize", _norm_name(pre) or "clip")
-        config["embed_dim"] = int(model_cfg["embed_dim"])
+        config.image_size = size
+        config.normalize = config.normalize or _norm_name(pre) or "clip"
+        config.embed_dim = int(model_cfg["embed_dim"])
         super().__init__(config, name)
         self.model = _open_clip_model(model_cfg)
         self._text_cfg = model_cfg.get("text_cfg", {})
@@ -205,7 +219,7 @@ class CLIP(RetrievalModel):
         wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
                  if k in state and state[k].shape != v.shape]
         if missing or unexpected or wrong:
-            arch = self.config.get("clip_model") or "the inline clip_config"
+            arch = self.config.clip_model or "the inline clip_config"
             raise ValueError(f"{path}: weights do not fit open_clip {arch} (missing {len(missing)}: {missing[:5]}, "
                              f"unexpected {len(unexpected)}: {unexpected[:5]}, wrong shape {len(wrong)}: {wrong[:3]})")
         self.model.load_state_dict(state, strict=True)
@@ -216,7 +230,7 @@ class CLIP(RetrievalModel):
         if self._tokenizer is None:  # built on first use: reading the BPE vocabulary takes a moment
             import open_clip
 
-            if self.config.get("clip_config") or not self.config.get("clip_model"):
+            if self.config.clip_config or not self.config.clip_model:
                 ctx = int(self._text_cfg.get("context_length", 77))
                 if self._text_cfg.get("hf_tokenizer_name"):
                     self._tokenizer = open_clip.tokenizer.HFTokenizer(self._text_cfg["hf_tokenizer_name"],
@@ -225,7 +239,7 @@ class CLIP(RetrievalModel):
                     self._tokenizer = open_clip.SimpleTokenizer(context_length=ctx,
                                                                 **self._text_cfg.get("tokenizer_kwargs", {}))
             else:
-                self._tokenizer = open_clip.get_tokenizer(self.config["clip_model"].replace("/", "-"))
+                self._tokenizer = open_clip.get_tokenizer(self.config.clip_model.replace("/", "-"))
         return self._tokenizer
 
     def tokenize(self, texts):
@@ -246,16 +260,13 @@ class CLIP(RetrievalModel):
         return self.normalize(self.model.encode_image(self._image_batch(images)))
 
     # ---- training ----------------------------------------------------------------------------------
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
-        s = self.encode_image(images) @ self.encode_text(texts).T
+    def forward(self, images, texts):
         # CLIP caps the temperature at 1/100; clamping here (not in place) keeps the stored parameter untouched
-        scale = self.model.logit_scale.clamp(max=math.log(100))
-        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
-        loss = losses.infonce(s, logit_scale=scale, mask=mask)
-        return {"loss": loss, "infonce": loss.detach(), "logit_scale": scale.detach().exp().reshape(())}
+        return {"scores": self.encode_image(images) @ self.encode_text(texts).T,
+                "logit_scale": self.model.logit_scale.clamp(max=math.log(100))}
 
     # ---- explanation -------------------------------------------------------------------------------
-    def _positions(self, x: torch.Tensor) -> torch.Tensor | None:
+    def position_embeddings(self, x: torch.Tensor) -> torch.Tensor | None:
         """Per-position embeddings [N, gh, gw, D] in the joint space, or None where the tower has no such map."""
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
@@ -280,9 +291,39 @@ class CLIP(RetrievalModel):
         x = self._image_batch([image] if not torch.is_tensor(image) else image)[:1]
         t = self.encode_text([text])
         s = float(self.encode_image(x) @ t[0])
-        pos = self._positions(x)
+        pos = self.position_embeddings(x)
         if pos is None:
             return Explanation({}, tokenize(text), s,
                                notes={"patch_sim": f"no per-position map for {type(self.model.visual).__name__}"})
         sim = (self.normalize(pos[0]) * t[0]).sum(-1)           # cosine per position, [gh, gw]
         return Explanation({"patch_sim": sim.cpu().numpy()}, tokenize(text), s)
+
+    def cam_target(self) -> CamTarget | None:
+        """ModifiedResNet: layer4's output. ViT: the last block's *input*: CLIP pools the class token, so the last
+        block's output patch tokens never reach the score (zero gradient); its input tokens do, through that
+        block's attention. Other towers: None."""
+        from open_clip.modified_resnet import ModifiedResNet
+        from open_clip.transformer import VisionTransformer
+
+        v = self.model.visual
+        if isinstance(v, ModifiedResNet):
+            return CamTarget(v.layer4, False, lambda out: out, lambda t: t)
+        if isinstance(v, VisionTransformer):
+            gh, gw = v.grid_size
+            first = getattr(v.transformer, "batch_first", True)
+
+            def grid(t):
+                tok = t if first else t.transpose(0, 1)                          # [N, L, D]
+                tok = tok[:, -gh * gw:]                                           # patch tokens (class token first)
+                return tok.transpose(1, 2).reshape(tok.shape[0], -1, gh, gw)
+            return CamTarget(v.transformer.resblocks[-1], True, lambda args: args[0], grid)
+        return None
+
+
+@register_loss("clip")
+def clip_loss(model: CLIP, out: dict, pairs: Pairs) -> dict:
+    """Symmetric InfoNCE with the learned (clamped) temperature; identical captions of other images masked."""
+    s, scale = out["scores"], out["logit_scale"]
+    mask = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    loss = losses.infonce(s, logit_scale=scale, mask=mask)
+    return {"loss": loss, "infonce": loss.detach(), "logit_scale": scale.detach().exp().reshape(())}

@@ -2,13 +2,18 @@
 word features (BiGRU over the project's vocabulary, or MiniLM), region features, and the bookkeeping around them.
 Each paper's modules live in its file.
 
-Config keys read here: "backbone" (slim, resnet18, efficientnet_lite0), "pretrained" (image weights), "text" (gru,
-minilm), "freeze" (a list of "image" / "text": those encoders keep their pretrained weights, and the trainer feeds
-their cached outputs, rsdemo.features, instead of running them every step), "tune_top" (with a frozen image
-backbone: its layers after the stride-16 map train all the same; the trainer caches the maps below them and runs
-those layers every step: for Lite0, blocks 5-6 and the 1280-channel head conv, 2.6M of its 3.4M weights).
+Options declared here (SeedOptions, shared by every seed model): "backbone" (slim, resnet18, efficientnet_lite0),
+"pretrained" (image weights), "text" (gru, minilm), "freeze" (a list of "image" / "text": those encoders keep their
+pretrained weights, and the trainer feeds their cached outputs, rsdemo.features, instead of running them every
+step), "tune_top" (with a frozen image backbone: its layers after the stride-16 map train all the same; the trainer
+caches the maps below them and runs those layers every step: for Lite0, blocks 5-6 and the 1280-channel head conv,
+2.6M of its 3.4M weights), "word_dim" (BiGRU word embedding), "max_words", "margin" (the triplet margin the seed
+papers' losses start from).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -17,42 +22,78 @@ from ..data.captions import vocabulary
 from ..data.text import tokenize
 from .backbones import (CachedImages, CachedWords, ImageBackbone, MiniLMText, TextBackbone, encode_batch,
                         masked_mean)
-from .base import RetrievalModel
+from .base import CamTarget, RetrievalModel
+from .options import Options
+
+
+@dataclass(kw_only=True)
+class SeedOptions(Options):
+    """Options of every seed-paper model (see the module docstring)."""
+    backbone: Literal["slim", "resnet18", "efficientnet_lite0"] = "resnet18"
+    text: Literal["gru", "minilm"] = "gru"
+    freeze: list[Literal["image", "text"]] = field(default_factory=list)
+    tune_top: bool = False
+    word_dim: int = 300
+    max_words: int = 48
+    margin: float = 0.2
 
 
 class SeedModel(RetrievalModel):
-    """Backbone + BiGRU. Subclasses implement _visual and score/loss/explain with their modules."""
+    """Backbone + BiGRU. Subclasses implement _visual, forward (with the loss registered beside them), score and
+    explain with their modules."""
+    config_class = SeedOptions
 
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    def __init__(self, config: dict | SeedOptions, name: str | None = None, vocab=None):
         super().__init__(config, name)
+        config = self.config
         if vocab is None:
             vocab = vocabulary()
         self.vocab = vocab
-        freeze = set(config.get("freeze") or [])
-        text = config.get("text", "gru")
-        if freeze - {"image", "text"} or ("text" in freeze and text != "minilm"):
-            raise ValueError(f"freeze {sorted(freeze)}: expected a list of 'image' and 'text' (text only with "
-                             f"\"text\": \"minilm\", a pretrained encoder)")
-        self.backbone = ImageBackbone(config.get("backbone", "resnet18"), config.get("pretrained"),
-                                      freeze="image" in freeze)
-        self.tune_top = bool(config.get("tune_top"))
+        freeze = set(config.freeze)
+        if "text" in freeze and config.text != "minilm":
+            raise ValueError(f"freeze {sorted(freeze)}: 'text' only with \"text\": \"minilm\" (a pretrained "
+                             f"encoder)")
+        self.backbone = ImageBackbone(config.backbone, config.pretrained, freeze="image" in freeze)
+        self.tune_top = config.tune_top
         if self.tune_top:
             if "image" not in freeze:
                 raise ValueError('"tune_top" needs "freeze": ["image", ...] (without it every layer trains anyway)')
             self.backbone.tune_top()
-        if text == "minilm":
-            self.text = MiniLMText(self.embed_dim, int(config.get("max_words", 48)), freeze="text" in freeze)
-        elif text == "gru":
-            self.text = TextBackbone(len(vocab), self.embed_dim, int(config.get("word_dim", 300)))
+        if config.text == "minilm":
+            self.text = MiniLMText(self.embed_dim, config.max_words, freeze="text" in freeze)
         else:
-            raise ValueError(f"unknown text encoder {text!r} (gru, minilm)")
+            self.text = TextBackbone(len(vocab), self.embed_dim, config.word_dim)
         # scene classes (written into the config by the trainer from the training labels) for label-aware modules
-        self.classes = list(config.get("classes") or [])
+        self.classes = list(config.classes)
+
+    @classmethod
+    def uses_vocabulary(cls, config) -> bool:
+        return True   # the BiGRU's; a MiniLM model keeps one too (its checkpoints store it), unused
+
+    def frozen_encoders(self) -> dict[str, nn.Module]:
+        # the config decides (not the modules' flags): evaluating through a frozen backbone stays possible
+        enc = {"image": self.backbone, "text": self.text}
+        return {k: enc[k] for k in self.config.freeze}
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        named = [(k, p) for k, p in self.named_parameters() if p.requires_grad]
+        tuned = [p for k, p in named if self.tune_top and k.startswith("backbone.")]
+        return {"heads": [p for k, p in named if not (self.tune_top and k.startswith("backbone."))],
+                "pretrained": tuned}
+
+    def position_embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """global_fc on each stride-32 position: global_fc is linear, so their mean is the projected pooled
+        feature (the global embedding decomposed per position)."""
+        f = self.backbone(x)[-1]                                            # [N, C, h, w]
+        return self.global_fc(f.permute(0, 2, 3, 1))
+
+    def cam_target(self) -> CamTarget:
+        return CamTarget(self.backbone, False, lambda out: out[-1], lambda t: t)
 
     def tokenize(self, texts):
         if self.text.kind == "minilm":
             return self.text.tokenize(list(texts))
-        return encode_batch(self.vocab, list(texts), int(self.config.get("max_words", 48)))
+        return encode_batch(self.vocab, list(texts), self.config.max_words)
 
     def _feats(self, images):
         """Backbone maps [f8, f16, f32] of images (PIL, tensors) or the cached maps the trainer passes."""

@@ -21,11 +21,13 @@ What we decided:
   count both (for T=20, d=256, G=4: 0.16 vs 31.9 MFLOPs, checked in tests/test_modules.py).
 - Global visual-semantic constraint: InfoNCE on the global (pre-ROAM) embeddings, weight `global_weight`, beside
   the triplet on the final score.
-Switches: use_roam, use_dtga, use_global.
+Switches: use_roam, use_dtga, use_global (DOVEOptions). The loss (dove_loss, registered for the arch) reads
+forward()'s final scores, global embeddings and ROAM's attention maps.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,8 +35,9 @@ from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .common import SeedModel, region_proj, regions
-from .registry import register
+from .base import Pairs
+from .common import SeedModel, SeedOptions, region_proj, regions
+from .registry import register, register_loss
 
 
 def dtga_flops(T: int, d: int, G: int) -> int:
@@ -63,24 +66,38 @@ class DTGA(nn.Module):
         return words + b @ gen
 
 
+@dataclass(kw_only=True)
+class DOVEOptions(SeedOptions):
+    regions: int = 6                           # K learned region queries of ROAM
+    genomes: int = 4                           # G genome tokens of DTGA
+    use_roam: bool = True
+    use_dtga: bool = True
+    use_global: bool = True
+    roam_div_weight: float = 0.1
+    global_weight: float = 0.5
+
+
 @register("dove")
 class DOVE(SeedModel):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = DOVEOptions
+
+    def __init__(self, config: dict | DOVEOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
+        config = self.config
         d, c = self.embed_dim, self.backbone.channels
-        self.use_roam = bool(config.get("use_roam", True))
-        self.use_dtga = bool(config.get("use_dtga", True))
-        self.use_global = bool(config.get("use_global", True))
+        self.use_roam = config.use_roam
+        self.use_dtga = config.use_dtga
+        self.use_global = config.use_global
         self.separable = not self.use_roam
         self.global_fc = nn.Linear(c[-1], d)
         if self.use_roam:
-            k = int(config.get("regions", 6))
+            k = config.regions
             self.region = region_proj(c[1], d)
             self.queries = nn.Parameter(torch.randn(k, d) / math.sqrt(d))
             self.gate_v = nn.Parameter(torch.full((d,), -1.0))
             self.gate_t = nn.Parameter(torch.full((d,), -1.0))
         if self.use_dtga:
-            self.dtga = DTGA(d, int(config.get("genomes", 4)))
+            self.dtga = DTGA(d, config.genomes)
 
     def _visual(self, images):
         """Global feature [N, d]; regional features [N, K, d] and slot attention [N, K, h, w] (ROAM on)."""
@@ -121,26 +138,11 @@ class DOVE(SeedModel):
         t = self._text_global(*self._words(texts))
         return self._final(g, slots, t)[0]
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         g, slots, att = self._visual(images)
         t = self._text_global(*self._words(texts))
         s, _ = self._final(g, slots, t)
-        dup = losses.duplicate_mask(captions, image_ids).to(s.device)
-        tri = losses.triplet(s, float(self.config.get("margin", 0.2)), mask=dup)
-        out = {"loss": tri, "triplet": tri.detach()}
-        if self.use_roam:  # redundancy-free: regional attention maps should not overlap
-            a = F.normalize(att.flatten(2), dim=-1)
-            gram = a @ a.transpose(1, 2)
-            k = gram.shape[-1]
-            div = (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (k * (k - 1))
-            out["loss"] = out["loss"] + float(self.config.get("roam_div_weight", 0.1)) * div
-            out["roam_div"] = div.detach()
-        if self.use_global:
-            gs = self.normalize(g) @ self.normalize(t).T
-            glob = losses.infonce(gs, temperature=0.1, mask=dup)
-            out["loss"] = out["loss"] + float(self.config.get("global_weight", 0.5)) * glob
-            out["global"] = glob.detach()
-        return out
+        return {"scores": s, "image": g, "text": t, "roam": att}
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -156,3 +158,25 @@ class DOVE(SeedModel):
         else:
             maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]))
+
+
+@register_loss("dove")
+def dove_loss(model: DOVE, out: dict, pairs: Pairs) -> dict:
+    """Triplet on the final score, ROAM's overlap penalty and the global constraint (InfoNCE on global embeddings)."""
+    s, cfg = out["scores"], model.config
+    dup = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    tri = losses.triplet(s, cfg.margin, mask=dup)
+    res = {"loss": tri, "triplet": tri.detach()}
+    if model.use_roam:  # redundancy-free: regional attention maps should not overlap
+        a = F.normalize(out["roam"].flatten(2), dim=-1)
+        gram = a @ a.transpose(1, 2)
+        k = gram.shape[-1]
+        div = (gram.sum((1, 2)) - gram.diagonal(dim1=1, dim2=2).sum(-1)).mean() / (k * (k - 1))
+        res["loss"] = res["loss"] + cfg.roam_div_weight * div
+        res["roam_div"] = div.detach()
+    if model.use_global:
+        gs = model.normalize(out["image"]) @ model.normalize(out["text"]).T
+        glob = losses.infonce(gs, temperature=0.1, mask=dup)
+        res["loss"] = res["loss"] + cfg.global_weight * glob
+        res["global"] = glob.detach()
+    return res

@@ -8,10 +8,14 @@ a learnable temperature (as CLIP).
   each word's projected feature with each position, [T, h, w], one map per WordPiece of `tokens`).
 - Text embedding: masked mean of the projected word features (the text tower's projection).
 - Score: cosine of the two embeddings (separable; stage 1 is exact).
+Options (DualOptions): the seed models' shared ones plus "temperature" (the initial InfoNCE temperature; the
+learned logit scale starts at its inverse). The loss (dual_loss, registered for the arch) reads forward()'s scores
+and logit scale.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,16 +23,24 @@ from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .common import SeedModel
-from .registry import register
+from .base import Pairs
+from .common import SeedModel, SeedOptions
+from .registry import register, register_loss
+
+
+@dataclass(kw_only=True)
+class DualOptions(SeedOptions):
+    temperature: float = 0.07
 
 
 @register("dual")
 class DualEncoder(SeedModel):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = DualOptions
+
+    def __init__(self, config: dict | DualOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
         self.global_fc = nn.Linear(self.backbone.channels[-1], self.embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / float(config.get("temperature", 0.07)))))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / self.config.temperature)))
 
     def _visual(self, images):
         f = self._feats(images)[-1]
@@ -37,14 +49,12 @@ class DualEncoder(SeedModel):
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         v, _ = self._visual(images)
         _, _, t = self._words(texts)
-        s = self.normalize(v) @ self.normalize(t).T
-        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
         # CLIP clamps the scale at 100 so the logits cannot blow up
-        nce = losses.infonce(s, logit_scale=self.logit_scale.clamp(max=math.log(100)), mask=mask)
-        return {"loss": nce, "infonce": nce.detach()}
+        return {"scores": self.normalize(v) @ self.normalize(t).T,
+                "logit_scale": self.logit_scale.clamp(max=math.log(100))}
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -57,3 +67,12 @@ class DualEncoder(SeedModel):
                 "word_sim": torch.einsum("hwd,td->thw", pos, w).cpu().numpy()}
         s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
         return Explanation(maps, self.tokens(text, mask), s)
+
+
+@register_loss("dual")
+def dual_loss(model: DualEncoder, out: dict, pairs: Pairs) -> dict:
+    """Symmetric InfoNCE with the learned temperature; identical captions of other images are no negatives."""
+    s = out["scores"]
+    mask = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    nce = losses.infonce(s, logit_scale=out["logit_scale"], mask=mask)
+    return {"loss": nce, "infonce": nce.detach()}

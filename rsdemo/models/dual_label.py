@@ -11,10 +11,13 @@ with p = softmax(class logits / class_temperature) and w = `class_weight`. Train
 (identical captions of other images masked out of the negatives) plus cross-entropy of both class heads on the
 scene labels (`label_loss` weight). The class list comes from the training data (the trainer writes it into the
 config); with no classes the model is exactly the dual encoder. explain() is the dual encoder's maps.
+Options (DualLabelOptions): class_weight, class_temperature, label_loss, multiscale. The loss (dual_label_loss,
+registered for the arch) reads forward()'s fused scores, class logits and logit scale.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -22,25 +25,37 @@ from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .dual import DualEncoder
-from .registry import register
+from .base import Pairs
+from .dual import DualEncoder, DualOptions
+from .registry import register, register_loss
+
+
+@dataclass(kw_only=True)
+class DualLabelOptions(DualOptions):
+    class_weight: float = 1.0
+    class_temperature: float = 1.0
+    label_loss: float = 1.0
+    multiscale: bool = False
 
 
 @register("dual-label")
 class DualLabel(DualEncoder):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = DualLabelOptions
+
+    def __init__(self, config: dict | DualLabelOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
+        config = self.config
         n = len(self.classes)
         # "multiscale": the image feature is the mean of all three maps (stride 8, 16, 32) side by side, not only
         # the last: counts and small objects (planes, cars, tanks) live in the finer maps
-        self.multiscale = bool(config.get("multiscale", False))
+        self.multiscale = config.multiscale
         width = sum(self.backbone.channels) if self.multiscale else self.backbone.channels[-1]
         if self.multiscale:
             self.global_fc = nn.Linear(width, self.embed_dim)
         self.cls_img = nn.Linear(width, n) if n else None
         self.cls_txt = nn.Linear(self.embed_dim, n) if n else None
-        self.class_weight = float(config.get("class_weight", 1.0))
-        self.class_temperature = float(config.get("class_temperature", 1.0))
+        self.class_weight = config.class_weight
+        self.class_temperature = config.class_temperature
         if self.cls_img is not None and self.class_weight > 0:
             self.embed_dim += n   # the class posteriors are part of the embedding
 
@@ -75,19 +90,17 @@ class DualLabel(DualEncoder):
         t, c, _, _ = self._text(texts)
         return self._fuse(t, c)
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         v, ci, _ = self._image(images)
         t, ct, _, _ = self._text(texts)
-        s = self._fuse(v, ci) @ self._fuse(t, ct).T
-        mask = losses.duplicate_mask(captions, image_ids).to(s.device)
-        nce = losses.infonce(s, logit_scale=self.logit_scale.clamp(max=math.log(100)), mask=mask)
-        out = {"loss": nce, "infonce": nce.detach()}
-        cls = self.label_ids(labels)
-        if cls is not None and ci is not None and (cls >= 0).any():
-            ce = 0.5 * (F.cross_entropy(ci, cls, ignore_index=-1) + F.cross_entropy(ct, cls, ignore_index=-1))
-            out["loss"] = nce + float(self.config.get("label_loss", 1.0)) * ce
-            out["label_ce"] = ce.detach()
-        return out
+        return {"scores": self._fuse(v, ci) @ self._fuse(t, ct).T, "image_logits": ci, "text_logits": ct,
+                "logit_scale": self.logit_scale.clamp(max=math.log(100))}
+
+    def position_embeddings(self, x):
+        """Each position of the (multi-scale) map the image feature pools, through global_fc and the class head
+        and fused as the pooled feature is: the embedding the image would have if it were that position alone."""
+        f = self._image(x)[2].permute(0, 2, 3, 1)                                    # [N, h, w, C]
+        return self._fuse(self.global_fc(f), self.cls_img(f) if self.cls_img is not None else None)
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -100,3 +113,18 @@ class DualLabel(DualEncoder):
             ex.notes["image_class"] = self.classes[int(ci.argmax())]
             ex.notes["text_class"] = self.classes[int(ct.argmax())]
         return ex
+
+
+@register_loss("dual-label")
+def dual_label_loss(model: DualLabel, out: dict, pairs: Pairs) -> dict:
+    """InfoNCE on the class-fused score plus both class heads' cross-entropy on the scene labels."""
+    s, ci, ct = out["scores"], out["image_logits"], out["text_logits"]
+    mask = losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device)
+    nce = losses.infonce(s, logit_scale=out["logit_scale"], mask=mask)
+    res = {"loss": nce, "infonce": nce.detach()}
+    cls = model.label_ids(pairs.labels)
+    if cls is not None and ci is not None and (cls >= 0).any():
+        ce = 0.5 * (F.cross_entropy(ci, cls, ignore_index=-1) + F.cross_entropy(ct, cls, ignore_index=-1))
+        res["loss"] = nce + model.config.label_loss * ce
+        res["label_ce"] = ce.detach()
+    return res

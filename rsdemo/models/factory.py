@@ -1,6 +1,8 @@
 """Model factory (like open_clip's create_model): a model from its registered config plus overrides.
 
 Sits on the leaf registry (rsdemo.models.registry); rsdemo.checkpoint uses build() to rebuild a saved model.
+Every config goes through its architecture's typed options (rsdemo.models.options) here: an unknown key or a value
+of the wrong type fails before anything is built, naming the valid keys.
 """
 from __future__ import annotations
 
@@ -23,6 +25,14 @@ def create_model(name: str, **overrides):
     return build(cfg, name)
 
 
-def build(cfg: dict, name: str | None = None, vocab=None):
-    cls = arch_class(cfg.get("arch"), name)
-    return cls(cfg, name=name, vocab=vocab) if vocab is not None else cls(cfg, name=name)
+def options(cfg, name: str | None = None):
+    """The config (a dict, or options already parsed) as its architecture's validated options."""
+    arch = cfg.get("arch") if isinstance(cfg, dict) else cfg.arch
+    return arch_class(arch, name).config_class.parse(cfg, name or str(arch))
+
+
+def build(cfg, name: str | None = None, vocab=None):
+    """A model from a config dict or parsed options (validated: unknown keys fail naming the valid ones)."""
+    opts = options(cfg, name)
+    cls = arch_class(opts.arch, name)
+    return cls(opts, name=name, vocab=vocab) if vocab is not None else cls(opts, name=name)

@@ -21,9 +21,12 @@ What we decided:
 - STL: the bidirectional triplet whose margin for same-label negatives shrinks by a batch-set constant
   (rsdemo.losses.semantic_margin); off = the fixed margin.
 - Score: cosine of the global embeddings (separable; stage 1 is exact).
-Switches: use_bsd, use_lsd, use_stl.
+Switches: use_bsd, use_lsd, use_stl (SSJDNOptions). The loss (ssjdn_loss, registered for the arch) reads
+forward()'s global embeddings.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -31,8 +34,9 @@ from torch import nn
 
 from .. import losses
 from .base import Explanation
-from .common import SeedModel
-from .registry import register
+from .base import Pairs
+from .common import SeedModel, SeedOptions
+from .registry import register, register_loss
 
 
 class SEM(nn.Module):
@@ -51,20 +55,33 @@ def ssm(m: torch.Tensor, size) -> torch.Tensor:
     return 1 - F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
 
+@dataclass(kw_only=True)
+class SSJDNOptions(SeedOptions):
+    bsd_dim: int = 128
+    use_bsd: bool = True
+    use_lsd: bool = True
+    use_stl: bool = True
+    lsd_weight: float = 0.2
+    margin_low: float = 0.05                   # STL's margin for same-label negatives when all of them share it
+
+
 @register("ssjdn")
 class SSJDN(SeedModel):
-    def __init__(self, config: dict, name: str | None = None, vocab=None):
+    config_class = SSJDNOptions
+
+    def __init__(self, config: dict | SSJDNOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
+        config = self.config
         if not self.classes:
             from ..data.synthetic import SCENES
             self.classes = sorted(SCENES)
         d, c = self.embed_dim, self.backbone.channels
-        self.use_bsd = bool(config.get("use_bsd", True))
-        self.use_lsd = bool(config.get("use_lsd", True))
-        self.use_stl = bool(config.get("use_stl", True))
+        self.use_bsd = config.use_bsd
+        self.use_lsd = config.use_lsd
+        self.use_stl = config.use_stl
         self.global_fc = nn.Linear(c[-1], d)
         if self.use_bsd:
-            h = int(config.get("bsd_dim", 128))
+            h = config.bsd_dim
             self.proj = nn.ModuleList([nn.Conv2d(ci, h, 1) for ci in c])
             self.sem_up = nn.ModuleList([SEM(h) for _ in c])      # fine -> coarse
             self.sem_down = nn.ModuleList([SEM(h) for _ in c])    # coarse -> fine
@@ -105,22 +122,10 @@ class SSJDN(SeedModel):
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
 
-    def loss(self, images, texts, captions, labels=None, image_ids=None):
+    def forward(self, images, texts):
         v, _ = self._visual(images)
         _, _, t = self._words(texts)
-        s = self.normalize(v) @ self.normalize(t).T
-        base = float(self.config.get("margin", 0.2))
-        margin = (losses.semantic_margin(labels, base, float(self.config.get("margin_low", 0.05))).to(s.device)
-                  if self.use_stl and labels is not None else base)
-        tri = losses.triplet(s, margin, mask=losses.duplicate_mask(captions, image_ids).to(s.device))
-        out = {"loss": tri, "triplet": tri.detach()}
-        cls = self.label_ids(labels) if self.use_lsd else None
-        if cls is not None and (cls >= 0).any():
-            lsd = 0.5 * (F.cross_entropy(self.cls_img(v), cls, ignore_index=-1) +
-                         F.cross_entropy(self.cls_txt(t), cls, ignore_index=-1))
-            out["loss"] = tri + float(self.config.get("lsd_weight", 0.2)) * lsd
-            out["lsd"] = lsd.detach()
-        return out
+        return {"image": v, "text": t}
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
@@ -132,3 +137,22 @@ class SSJDN(SeedModel):
         if not maps:  # BSD off: the global map's activation is the only spatial signal left
             maps["global"] = self.activation_map(x)
         return Explanation(maps, self.tokens(text, mask), s)
+
+
+@register_loss("ssjdn")
+def ssjdn_loss(model: SSJDN, out: dict, pairs: Pairs) -> dict:
+    """Triplet on the cosine of the global embeddings with STL's margin, plus LSD's scene classification."""
+    v, t, cfg = out["image"], out["text"], model.config
+    s = model.normalize(v) @ model.normalize(t).T
+    labels = pairs.labels
+    margin = (losses.semantic_margin(labels, cfg.margin, cfg.margin_low).to(s.device)
+              if model.use_stl and labels is not None else cfg.margin)
+    tri = losses.triplet(s, margin, mask=losses.duplicate_mask(pairs.captions, pairs.image_ids).to(s.device))
+    res = {"loss": tri, "triplet": tri.detach()}
+    cls = model.label_ids(labels) if model.use_lsd else None
+    if cls is not None and (cls >= 0).any():
+        lsd = 0.5 * (F.cross_entropy(model.cls_img(v), cls, ignore_index=-1) +
+                     F.cross_entropy(model.cls_txt(t), cls, ignore_index=-1))
+        res["loss"] = tri + cfg.lsd_weight * lsd
+        res["lsd"] = lsd.detach()
+    return res

@@ -1,0 +1,100 @@
+"""The training pairs and the exact batch of every step.
+
+- Pairs: the train split's (image, caption) pairs, every caption once per epoch; the last partial batch is dropped
+  so every step sees batch_size pairs.
+- Inputs: images decoded and resized once into an in-memory uint8 cache (RS tiles are small; decoding every epoch
+  would dominate on CPU). Encoders the model keeps frozen (its frozen_encoders hook) are not run at all: their
+  cached outputs (rsdemo.features, computed once per dataset and encoder, kept on disk) stand in for the images or
+  captions, so only the heads run each step.
+- Views (train.views > 1, frozen image encoder only): each pair takes one of the dihedral views of its image,
+  chosen by (seed, epoch, step); a caption stating an orientation keeps the original view.
+- Determinism: the epoch's pair order comes from a generator seeded by (seed, epoch), so a run resumed from a
+  mid-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from .. import features
+from ..data.dataset import CaptionDataset, load_rgb
+from ..data.transforms import norm_stats, oriented
+
+
+class ImageCache:
+    """Every image of a split decoded once, resized to the model's input size, kept as uint8."""
+
+    def __init__(self, ds: CaptionDataset, size: int, norm: str, progress: bool = False):
+        from PIL import Image
+
+        self.data = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)
+        it = range(len(ds))
+        if progress:
+            from tqdm import tqdm
+            it = tqdm(it, desc="images", unit="img", leave=False)
+        for i in it:
+            im = load_rgb(ds.image_path(i))
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            self.data[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        mean, std = norm_stats(norm)
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def batch(self, idx) -> torch.Tensor:
+        return (self.data[idx].float() / 255 - self.mean) / self.std
+
+
+def order(n_pairs: int, seed: int, epoch: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed * 100003 + epoch)
+    return torch.randperm(n_pairs, generator=g)
+
+
+class Batches:
+    """The pairs of `ds` and the inputs of each step for `model` (see the module docstring)."""
+
+    def __init__(self, model, ds: CaptionDataset, batch_size: int, seed: int, views: int, dev: torch.device,
+                 progress: bool = False):
+        self.ds, self.bs, self.seed, self.views, self.dev = ds, batch_size, seed, views, dev
+        frozen = model.frozen_encoders()
+        if views > 1 and "image" not in frozen:
+            raise ValueError("train.views needs a frozen image backbone (the views' features are cached)")
+        t = time.perf_counter()
+        self.maps = self.cache = self.words = None
+        if "image" in frozen:
+            self.maps = features.image_features(model, ds, progress, views=views)
+        else:
+            self.cache = ImageCache(ds, model.config.image_size, model.config.normalize, progress)
+        if "text" in frozen:
+            self.words = features.WordCache(model, [c for r in ds.records for c in r.captions], progress)
+        # frozen encoders: time to compute (or read back) their cached outputs, not part of the training time
+        self.cache_seconds = round(time.perf_counter() - t, 1) if frozen else None
+        self.pairs = [(i, c) for i, r in enumerate(ds.records) for c in r.captions]
+        self.labels = [r.label for r in ds.records]
+        if views > 1:  # a pair may take any view unless its caption states an orientation (then view 0 only)
+            self.n_views = torch.tensor([1 if oriented(c) else views for _, c in self.pairs])
+        self.steps_per_epoch = max(1, len(self.pairs) // batch_size)
+        self._epoch, self._order = None, None
+
+    def _images(self, idx):
+        if self.maps is not None:
+            return features.batch_images(self.maps, idx)
+        return self.cache.batch(idx).to(self.dev)
+
+    def step(self, epoch: int, step: int, rank: int = 0, world: int = 1):
+        """(images, texts, captions, labels, image ids) of this rank's share of the global batch of (epoch, step)."""
+        if self._epoch != epoch:
+            self._epoch, self._order = epoch, order(len(self.pairs), self.seed, epoch)[: self.steps_per_epoch * self.bs]
+        idx = self._order[step * self.bs:(step + 1) * self.bs][rank::world]
+        img_idx = [self.pairs[k][0] for k in idx.tolist()]
+        caps = [self.pairs[k][1] for k in idx.tolist()]
+        if self.views > 1:  # the view of each pair: fixed by (seed, epoch, step), so a resumed run repeats it
+            g = torch.Generator().manual_seed((self.seed * 100003 + epoch) * 100019 + step)
+            v = (torch.rand(len(idx), generator=g) * self.n_views[idx]).long()
+            images = self._images([int(x) * len(self.ds) + i for x, i in zip(v.tolist(), img_idx)])
+        else:
+            images = self._images(img_idx)
+        texts = self.words.batch(caps) if self.words is not None else caps
+        return images, texts, caps, [self.labels[i] for i in img_idx], img_idx
