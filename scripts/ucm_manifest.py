@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rsdemo.data.download import sha256_file, write_json  # noqa: E402
+from rsdemo.files import file_sha256, write_text  # noqa: E402
 from rsdemo.data.formats import UCM_CLASSES  # noqa: E402
 from rsdemo.data.sources import SOURCES, pixel_sha256  # noqa: E402
 
@@ -54,7 +54,7 @@ def build(shared: Path) -> dict:
     files = {}
     for r in SOURCES["ucm"].annotations:
         p = shared / r.name
-        files[r.name] = {"bytes": p.stat().st_size, "sha256": sha256_file(p), "git_blob": git_blob(p)}
+        files[r.name] = {"bytes": p.stat().st_size, "sha256": file_sha256(p), "git_blob": git_blob(p)}
     return {
         "dataset": "ucm",
         "about": "UC Merced Land Use images (by UCM-captions id: 100 x class index + file number + 1) and the "
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
               f"{'match' if old['files'] == man['files'] else 'DIFFER'}" + (f"; differ: {diff[:10]}" if diff else ""))
         return 0 if same else 1
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    write_json(OUT, man)
+    write_text(OUT, json.dumps(man, indent=1, sort_keys=True) + "\n")
     print(f"wrote {OUT.relative_to(ROOT)}: {len(man['images'])} images ({len(man['sizes'])} not 256x256), "
           f"{len(man['files'])} annotation files")
     return 0

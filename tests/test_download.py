@@ -3,6 +3,7 @@ serves a stand-in UC Merced archive and annotation files built here from generat
 for them. The real manifest is checked against ../shared/data where that is present."""
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import json
@@ -23,8 +24,9 @@ from PIL import Image
 
 import rsdemo
 from rsdemo.data import sources
-from rsdemo.data.download import FetchError, download, sha256_file
-from rsdemo.data.sources import SOURCES, Remote, VerifyError, fetch, pixel_sha256, resolve_gallery
+from rsdemo.data.download import FetchError, download
+from rsdemo.data.sources import SOURCES, VerifyError, fetch, pixel_sha256, resolve_gallery
+from rsdemo.files import file_sha256
 
 try:
     from . import fixtures as fx
@@ -157,7 +159,7 @@ def standin(tmp_path: Path, corrupt: str | None = None):
                                 for i in ids for j in range(5)]}
         files[f"ucm_captions/data_{split}_UCM.json"] = json.dumps(coco).encode()
     man = {"dataset": "ucm", "classes": list(UCM_CLASSES), "size": [256, 256], "sizes": sizes, "images": images,
-           "files": {n: {"sha256": __import__("hashlib").sha256(b).hexdigest(), "bytes": len(b)}
+           "files": {n: {"sha256": hashlib.sha256(b).hexdigest(), "bytes": len(b)}
                      for n, b in files.items() if n.endswith(".json")}}
     path = tmp_path / "manifest.json"
     path.write_text(json.dumps(man))
@@ -303,7 +305,6 @@ def test_part_left_by_an_earlier_run_is_continued(server, tmp_path):
     dest = tmp_path / "f.bin"
     (tmp_path / "f.bin.part").write_bytes(body[:1000])
     (tmp_path / "f.bin.part.url").write_text(server.url("/f.bin"))
-    import hashlib
     assert download([server.url("/f.bin")], dest, hashlib.sha256(body).hexdigest(), progress=False) == \
         server.url("/f.bin")
     assert dest.read_bytes() == body and server.ranges("/f.bin") == ["bytes=1000-"]
@@ -331,10 +332,9 @@ def test_dead_first_mirror(server, cache, tmp_path):
     # a mirror that answers with a wrong file is skipped too
     other = Server()
     try:
-        other.files["/" + "x.json"] = b"not it"
+        other.files["/x.json"] = b"not it"
         body = files["ucm_captions/data_train_UCM.json"]
         server.files["/x.json"] = body
-        import hashlib
         used = download([other.url("/x.json"), server.url("/x.json")], tmp_path / "x.json",
                         hashlib.sha256(body).hexdigest(), progress=False)
         assert used == server.url("/x.json") and (tmp_path / "x.json").read_bytes() == body
@@ -414,7 +414,7 @@ def test_committed_manifest_matches_the_reference_images():
     assert sources.verify_images(man, found) == []
     assert len(found) == 2100
     for name, want in man["files"].items():
-        assert sha256_file(shared / name) == want["sha256"]
+        assert file_sha256(shared / name) == want["sha256"]
 
 
 @pytest.mark.parametrize("how", ["flag", "space variable"])

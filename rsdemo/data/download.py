@@ -15,9 +15,7 @@ What we decided:
 """
 from __future__ import annotations
 
-import hashlib
 import http.client
-import json
 import logging
 import os
 import urllib.error
@@ -25,7 +23,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .dataset import DataError
+from ..files import file_sha256
+from .errors import DataError
 
 CHUNK = 1 << 20
 log = logging.getLogger(__name__)
@@ -51,14 +50,6 @@ def net_timeout(timeout: float | None = None) -> float:
         return float(os.environ.get("RSDEMO_NET_TIMEOUT", 15))
     except ValueError:
         return 15.0
-
-
-def sha256_file(path, chunk: int = CHUNK) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def host(url: str) -> str:
@@ -200,7 +191,7 @@ def download(urls, dest, sha256: str | None = None, *, progress=None, timeout: f
                 failures.append((url, reason))
                 continue
             if sha256 is not None:
-                got = sha256_file(part)
+                got = file_sha256(part)
                 if got != sha256:
                     part.unlink(missing_ok=True)
                     tag.unlink(missing_ok=True)
@@ -213,11 +204,3 @@ def download(urls, dest, sha256: str | None = None, *, progress=None, timeout: f
         bar.close()
     detail = "; ".join(f"{u}: {r}" for u, r in failures) or "no URL given"
     raise FetchError(f"{dest.name}: no mirror delivered it ({detail})", failures)
-
-
-def write_json(path, data) -> None:
-    """Atomic JSON write (a stamp or a manifest never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)

@@ -33,8 +33,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .dataset import IMAGE_EXTS, DataError
-from .download import Bar, FetchError, download, host, sha256_file, write_json
+from ..files import cache_root, file_sha256, write_text
+from .dataset import IMAGE_EXTS
+from .download import Bar, FetchError, download, host
+from .errors import DataError
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 log = logging.getLogger(__name__)
@@ -114,12 +116,8 @@ def get(name) -> Source:
     return src
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("RSDEMO_CACHE", Path.home() / ".cache" / "rsdemo"))
-
-
 def dataset_dir(name) -> Path:
-    return cache_dir() / "datasets" / get(name).name
+    return cache_root() / "datasets" / get(name).name
 
 
 def load_manifest(src) -> dict:
@@ -195,11 +193,15 @@ def _stats(folder: Path) -> dict[str, list[int]]:
 
 
 def _manifest_key(src: Source) -> str:
-    return sha256_file(src.manifest)
+    return file_sha256(src.manifest)
 
 
 def _stamp(root: Path) -> Path:
     return root / "verified.json"
+
+
+def _write_stamp(root: Path, data: dict) -> None:
+    write_text(_stamp(root), json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 def _verified(src: Source, root: Path, images: Path) -> bool:
@@ -315,7 +317,7 @@ def _fetch(src: Source, root: Path, progress, timeout, images: bool) -> Path:
         dest = root / r.name
         want = man["files"][r.name]["sha256"]
         if dest.is_file():
-            got = sha256_file(dest)
+            got = file_sha256(dest)
             if got != want:
                 raise VerifyError(f"{dest}: sha256 {got[:12]}… differs from the manifest's {want[:12]}…, not used "
                                   f"(delete it to download it again)", [str(dest)])
@@ -349,7 +351,7 @@ def _fetch_images(src: Source, man: dict, root: Path, progress, timeout, dead):
         bad = _check_images(src, man, images, progress)
         if bad:
             raise _mismatch(src, bad, f"in {images}")
-        write_json(_stamp(root), {"manifest": _manifest_key(src), "files": _stats(images)})
+        _write_stamp(root, {"manifest": _manifest_key(src), "files": _stats(images)})
         archive.unlink(missing_ok=True)
         return None
     urls = list(src.archive.urls)
@@ -376,7 +378,7 @@ def _fetch_images(src: Source, man: dict, root: Path, progress, timeout, dead):
         if bad == []:
             images.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, images)
-            write_json(_stamp(root), {"manifest": _manifest_key(src), "files": _stats(images)})
+            _write_stamp(root, {"manifest": _manifest_key(src), "files": _stats(images)})
             archive.unlink(missing_ok=True)
             return None
         shutil.rmtree(tmp, ignore_errors=True)
