@@ -348,7 +348,8 @@ def main(argv=None, prog: str | None = None):
     """`python app.py` / `rsdemo serve`: builds the page, serves it until interrupted."""
     p = argparse.ArgumentParser(prog=prog, description="rsdemo's demo page")
     p.add_argument("--gallery", default=os.environ.get("RSDEMO_GALLERY"),
-                   help="image folder to search (default: the synthetic demo gallery)")
+                   help="image folder to search, or 'ucm' (UC Merced + UCM-captions, downloaded once and verified; "
+                        "'ucm:val', 'ucm:all' for other splits) (default: the synthetic demo gallery)")
     p.add_argument("--data", default=os.environ.get("RSDEMO_DATA"),
                    help="annotations for the gallery, e.g. ucm:path/to/ucm_captions (labels, example queries)")
     p.add_argument("--split", default=os.environ.get("RSDEMO_SPLIT"), help="only this split of --data")
