@@ -17,11 +17,15 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported (public names of the service)
-from .data.formats import domain
+from .data.formats import domain, open_dataset
 from .data.images import open_image
+from .data.sources import resolve_gallery
+from .explain import cooccurrence, gradcam, own_maps, region_similarity, word_maps, word_sources
 from .files import cache_root
+from .index import Retriever, list_images
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
 MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
@@ -73,9 +77,6 @@ class Gallery:
     split) or a bare folder. `key` names its cache folder."""
 
     def __init__(self, images: str | None = None, data: str | None = None, split: str | None = None):
-        from . import open_dataset
-        from .data.sources import resolve_gallery
-
         self.dataset = None
         images, data, split = resolve_gallery(images, data, split)  # a dataset name ('ucm'): fetched, verified
         if images is None and data is None:
@@ -172,8 +173,6 @@ class Demo:
             raise
         except ValueError as e:
             raise InputError(str(e).split("\n")[0]) from None
-        from .index import list_images
-
         if g.dataset is None and not list_images(g.folder):
             raise InputError(f"{g.folder}: no images (PNG, JPEG, TIFF, WebP, BMP) in this folder.")
         with self._lock:
@@ -214,16 +213,12 @@ class Demo:
         info = self.info(name)
         with self._key_lock(("model", name)):
             if name not in self._loaded:
-                import torch
-
                 device = "cuda" if torch.cuda.is_available() else None  # a GPU when there is one
                 self._loaded[name] = load_model(info["checkpoint"], device=device).eval()
         return self._loaded[name]
 
     def retriever(self, name: str | None = None, gallery: str | None = None, progress=None):
         """The model's index of the gallery: reopened from the cache, else built (and saved) once."""
-        from .index import Retriever
-
         g = self.get_gallery(gallery)
         name = name or self.default_for(gallery)
         key = (g.key, name)
@@ -310,12 +305,8 @@ class Demo:
             if key in self._explained:
                 self._explained.move_to_end(key)
                 return self._explained[key]
-        import torch
-
-        from .data.dataset import load_rgb
-
         m = self.model(model)
-        image = load_rgb(path)
+        image = open_image(path)
         with torch.no_grad():
             ex = m.explain(image, query)
         item = {"ex": ex, "image": image, "maps": {}, "model": m, "query": query}
@@ -331,8 +322,6 @@ class Demo:
         own resolution), map (its name), maps (the names to choose from), words (those with their own maps),
         tokens, score, cooccurrence (rsdemo.explain.cooccurrence: the word x region matrix, or None)}.
         rsdemo.ui draws it (ui.explained_image, ui.cooccurrence_figure)."""
-        from .explain import cooccurrence, gradcam, own_maps, region_similarity, word_maps, word_sources
-
         item = self.explanation(name, query, model, gallery)
         ex, image, m = item["ex"], item["image"], item["model"]
         own = own_maps(ex)

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from . import results
-from .data.dataset import load_rgb
+from .data.images import open_image
 from .data.formats import domain
 from .explain import to_heatmap
 
@@ -80,7 +80,7 @@ def cooccurrence_figure(data: dict | None, title: str | None = None):
 
 def thumbnail(path: str, side: int = THUMB) -> Image.Image:
     """A result as the page sends it: re-encoded, at most `side` px (never a path into the gallery)."""
-    im = load_rgb(path)
+    im = open_image(path)
     if max(im.size) > side:
         im.thumbnail((side, side))
     return im
