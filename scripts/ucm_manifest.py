@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rsdemo.files import file_sha256, write_text  # noqa: E402
-from rsdemo.data.formats import UCM_CLASSES  # noqa: E402
+from rsdemo.data.labels import UCM_CLASSES  # noqa: E402
 from rsdemo.data.sources import SOURCES, pixel_sha256  # noqa: E402
 
 SHARED = Path(os.environ.get("RSDEMO_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -135,7 +135,7 @@ def _tif(arr: np.ndarray) -> bytes:
 def standin(tmp_path: Path, corrupt: str | None = None):
     """(files to serve: name -> bytes, manifest path). `corrupt` names a Land Use file whose served pixels differ
     from the manifest's."""
-    from rsdemo.data.formats import UCM_CLASSES
+    from rsdemo.data.labels import UCM_CLASSES
 
     images, sizes, zbuf = {}, {}, io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as z:

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 
 from rsdemo.data.dataset import load_rgb
-from rsdemo.data.formats import UCM_CLASSES, landuse_layout, load_labels, open_dataset
+from rsdemo.data.formats import open_dataset
+from rsdemo.data.labels import UCM_CLASSES, landuse_layout, load_labels
 from rsdemo.training.step import TrainStep
 
 try:

@@ -16,12 +16,13 @@ import json
 import os
 import re
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 
 from ..files import cache_root
-from .dataset import IMAGE_EXTS, CaptionDataset, DataError, Problem, Record, Span, label_from_filename
+from .dataset import CaptionDataset, DataError, Problem, Record, Span, label_from_filename
+from .labels import attach_labels
+from .sources import SOURCES, fetched
 from .synthetic import SIZE, export
 from .text import tokenize
 
@@ -499,123 +500,6 @@ def load_folder(path, images=None) -> CaptionDataset:
     return CaptionDataset(records, root, csv_path.parent.name, problems, src)
 
 
-# ---- scene labels: a CSV of id,class or the UC Merced Land Use folders ------------------------
-
-# The 21 UC Merced Land Use classes; UCM-captions ids are 100 * (index here) + file number + 1.
-UCM_CLASSES = ("agricultural", "airplane", "baseballdiamond", "beach", "buildings", "chaparral",
-               "denseresidential", "forest", "freeway", "golfcourse", "harbor", "intersection",
-               "mediumresidential", "mobilehomepark", "overpass", "parkinglot", "river", "runway",
-               "sparseresidential", "storagetanks", "tenniscourt")
-_LANDUSE_FILE = re.compile(r"^([a-z]+?)(\d+)$")
-
-
-def load_labels(path) -> dict[str, str]:
-    """Image stem -> scene class from a CSV whose header names an image column (id, image, filename or file)
-    and a class column (class or label); `labels.csv` of the UCM images is `id,file,class,landuse_file`."""
-    path = Path(path)
-    try:
-        f = open(path, newline="", encoding="utf-8-sig")
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
-    out: dict[str, str] = {}
-    with f:
-        reader = csv.reader(f)
-        header = next(reader, None) or []
-        cols = {h.strip().lower(): k for k, h in enumerate(header)}
-        key = next((cols[c] for c in ("id", "image", "filename", "file") if c in cols), None)
-        val = next((cols[c] for c in ("class", "label") if c in cols), None)
-        if key is None or val is None:
-            raise DataError(f"{path}: line 1: want an id (or image/filename/file) column and a class (or label) "
-                            f"column; header is {header}")
-        try:
-            for row in reader:
-                if not any(c.strip() for c in row):
-                    continue
-                if max(key, val) >= len(row) or not row[key].strip() or not row[val].strip():
-                    raise DataError(f"{path}: line {reader.line_num}: empty id or class")
-                out[Path(row[key].strip()).stem] = row[val].strip()
-        except csv.Error as e:
-            raise DataError(f"{path}: line {reader.line_num}: {e}") from e
-    if not out:
-        raise DataError(f"{path}: no label rows")
-    return out
-
-
-def landuse_layout(root) -> dict[str, tuple[Path, str]] | None:
-    """UCM-captions id (as a string) -> (file, class) for the UC Merced Land Use download layout
-    `[Images/]<class>/<class>NN.tif`, or None when `root` is not laid out like that.
-
-    id = 100 * class index + NN + 1 with the 21 classes in alphabetical order (UCM_CLASSES); a folder holding
-    only some of the classes or files (a subset) keeps the ids of the full set.
-    """
-    root = Path(root)
-    if (root / "Images").is_dir():
-        root = root / "Images"
-    if not root.is_dir():
-        return None
-    dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
-    known = [c for c in UCM_CLASSES if c in dirs]
-    if not known or len(known) < len(dirs) - 1:   # a stray folder is tolerated, another dataset is not
-        return None
-    out: dict[str, tuple[Path, str]] = {}
-    for c in known:
-        ci = UCM_CLASSES.index(c)
-        for p in sorted(dirs[c].iterdir()):
-            m = _LANDUSE_FILE.match(p.stem.lower())
-            if p.suffix.lower() in IMAGE_EXTS and m and m.group(1) == c and int(m.group(2)) < 100:
-                out[str(100 * ci + int(m.group(2)) + 1)] = (p, c)
-    return out or None
-
-
-def attach_labels(ds: CaptionDataset, labels=None, quiet: bool = False) -> CaptionDataset:
-    """Fills scene labels (and, for the Land Use layout, the image files) of a dataset, in place.
-
-    Sources, first found wins: `labels` (a CSV path or a stem -> class dict), the UC Merced Land Use layout of
-    the image folder, a `labels.csv` in the image folder or beside the annotations. Labels the annotations
-    already carry are kept; disagreements and annotation images without a label become `ds.problems`.
-    """
-    table: dict[str, str] | None = None
-    src = ""
-    if isinstance(labels, dict):
-        table, src = {Path(str(k)).stem: str(v) for k, v in labels.items()}, "labels"
-    elif labels is not None:
-        table, src = load_labels(labels), str(labels)
-    root = ds.image_root
-    if table is None and root is not None and root.is_dir():
-        lay = landuse_layout(root)
-        if lay is not None:
-            note = (f"note: {root} has the UC Merced Land Use layout: image id = 100 x class index + file "
-                    f"number + 1 ({len(lay)} images, classes in alphabetical order)")
-            ds.set_image_aliases({k: p for k, (p, _) in lay.items()}, notice=note)
-            table, src = {k: c for k, (_, c) in lay.items()}, f"{root} (UC Merced Land Use layout)"
-            if not quiet:
-                print(note, file=sys.stderr)
-    if table is None:
-        cands = [root / "labels.csv"] if root is not None else []
-        if ds.source:
-            s = Path(ds.source)
-            cands.append((s if s.is_dir() else s.parent) / "labels.csv")
-        for c in cands:
-            if c.is_file():
-                table, src = load_labels(c), str(c)
-                break
-    if table is None:
-        return ds
-    missing = 0
-    for r in ds.records:
-        lab = table.get(Path(r.filename).stem)
-        if lab is None:
-            missing += 1
-        elif r.label is None:
-            r.label = lab
-        elif r.label.lower() != lab.lower():
-            ds.problems.append(Problem(src, r.filename, f"label {lab!r} differs from the annotations' {r.label!r}"))
-    if missing:
-        ds.problems.append(Problem(src, "", f"{missing} of {len(ds)} images have no label there"))
-    ds.label_source = src
-    return ds
-
-
 # ---- format detection and dispatch ------------------------------------------------------------
 
 def _folder_formats(path: Path) -> list[str]:
@@ -717,9 +601,9 @@ def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return open_synthetic(spec)
     if ":" not in spec and not os.path.exists(spec):
-        from .sources import SOURCES, open_named  # a dataset by name ('ucm'): downloaded and verified once
-        if spec.lower() in SOURCES:
-            return open_named(spec, images, labels)
+        if spec.lower() in SOURCES:   # a dataset by name ('ucm'): downloaded and verified once
+            path, fmt, images = fetched(spec, images)
+            return load(path, fmt, images, labels)
     head, sep, rest = spec.partition(":")
     if sep and head.lower() in _ALIASES:
         return load(rest, head, images, labels)

@@ -37,6 +37,7 @@ from ..files import cache_root, file_sha256, write_text
 from .dataset import IMAGE_EXTS
 from .download import Bar, FetchError, download, host
 from .errors import DataError
+from .labels import UCM_CLASSES, landuse_layout
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 log = logging.getLogger(__name__)
@@ -215,8 +216,6 @@ def _verified(src: Source, root: Path, images: Path) -> bool:
 
 
 def _check_images(src: Source, man: dict, images: Path, progress) -> list[tuple[str, str]]:
-    from .formats import landuse_layout
-
     log.info("checking the %s images against %s (decoded pixels, once)", src.name, Path(src.manifest).name)
     lay = landuse_layout(images) or {}
     return verify_images(man, {k: p for k, (p, _) in lay.items()}, progress)
@@ -224,8 +223,6 @@ def _check_images(src: Source, man: dict, images: Path, progress) -> list[tuple[
 
 def _landuse_member(name: str):
     """(class, file) of an archive member `.../Images/<class>/<class>NN.ext` of a known class, else None."""
-    from .formats import UCM_CLASSES
-
     parts = [p for p in name.replace("\\", "/").split("/") if p]
     if "__MACOSX" in parts or "Images" not in parts or len(parts) < 3:
         return None
@@ -403,15 +400,13 @@ def is_name(spec) -> bool:
     return spec.partition(":")[0].lower() in SOURCES
 
 
-def open_named(name: str, images=None, labels=None, progress=None):
-    """The CaptionDataset of a downloadable dataset (fetched and verified first). `images`: use that folder
-    instead of the downloaded images (only the annotation files are then fetched)."""
-    from .formats import load
-
+def fetched(name: str, images=None, progress=None) -> tuple[Path, str, Path]:
+    """(annotation file, its format, image folder) of a downloadable dataset, fetched and verified first;
+    rsdemo.data.formats.open_dataset loads them. `images`: use that folder instead of the downloaded images
+    (only the annotation files are then fetched)."""
     src = get(name)
     root = fetch(src, progress=progress, images=images is None)
-    return load(root / src.captions, src.fmt, images=images if images is not None else root / src.images,
-                labels=labels)
+    return root / src.captions, src.fmt, Path(images) if images is not None else root / src.images
 
 
 def resolve_gallery(spec, data=None, split=None, progress=None):
