@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .. import features
 from ..data.dataset import CaptionDataset, load_rgb
@@ -27,12 +28,10 @@ class ImageCache:
     """Every image of a split decoded once, resized to the model's input size, kept as uint8."""
 
     def __init__(self, ds: CaptionDataset, size: int, norm: str, progress: bool = False):
-        from PIL import Image
-
         self.data = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)
         it = range(len(ds))
         if progress:
-            from tqdm import tqdm
+            from tqdm import tqdm  # progress bars only when asked for
             it = tqdm(it, desc="images", unit="img", leave=False)
         for i in it:
             im = load_rgb(ds.image_path(i))

@@ -22,6 +22,7 @@ import torch
 
 from ..checkpoint import save
 from ..data.formats import open_dataset
+from ..data.text import Vocab
 from ..evaluate import evaluate_model, format_recall
 from ..models.factory import build, merge, options
 from ..models.registry import arch_class, model_config
@@ -63,7 +64,6 @@ def model_for(name: str, overrides: dict, train_ds=None):
     opts = options(merge(model_config(name), over), name)
     vocab = None
     if train_ds is not None and arch_class(opts.arch, name).uses_vocabulary(opts):
-        from ..data.text import Vocab
         vocab = Vocab.build(c for r in train_ds.records for c in r.captions)
     return build(opts, name, vocab=vocab), opts
 
@@ -121,7 +121,7 @@ def train(a: TrainArgs) -> dict:
         first = start_step if epoch == start_epoch else 0
         it = range(first, steps_per_epoch)
         if a.progress and rank == 0:
-            from tqdm import tqdm
+            from tqdm import tqdm  # progress bars only when asked for
             it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", unit="step", initial=first, total=steps_per_epoch)
         for step in it:
             images, texts, caps, labels, img_idx = batches.step(epoch, step, rank, world)
