@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from .data.formats import domain
+from .data.text import Vocab
 from .files import atomic_write, write_text
 from .models.factory import build
 from .models.registry import config_files, list_models
@@ -93,8 +94,6 @@ def load(path, device: str | None = None):
     """Rebuilds the model from the checkpoint's own config and vocab, loads the weights (strict), eval mode."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from .data.text import Vocab
 
     path = Path(path)
     if not path.is_file():

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from .data.dataset import open_image
+from .data.transforms import dihedral, image_transform
 from .files import atomic_write, cache_root, weights_sha256
 from .models.backbones import CachedImages, CachedWords
 
@@ -81,9 +83,6 @@ def image_features_path(model, ds, views: int = 1) -> Path:
 def image_features(model, ds, progress: bool = False, batch_size: int = 32, views: int = 1) -> list[torch.Tensor]:
     """[f8, f16, f32] of every image in ds ([views*N, C, h, w] fp16 each, CPU; view-major), from the cache or
     computed and stored. views: 1 (the images as they are) or up to 8 dihedral views (transforms.dihedral)."""
-    from .data.dataset import load_rgb
-    from .data.transforms import dihedral, image_transform
-
     if not len(ds):
         raise ValueError("image_features: the dataset (split) has no images")
     if not 1 <= views <= 8:
@@ -103,7 +102,7 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32, view
         it = tqdm(it, desc="backbone features", unit="batch", leave=False)
     dev = next(bb.parameters()).device
     for a in it:
-        ims = [load_rgb(ds.image_path(i)) for i in range(a, min(a + batch_size, len(ds)))]
+        ims = [open_image(ds.image_path(i)) for i in range(a, min(a + batch_size, len(ds)))]
         x = torch.stack([tf(im) for im in ims]).to(dev)
         for v in range(views):
             for k, f in enumerate(bb(dihedral(x, v))):

@@ -8,10 +8,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .errors import DataError, Problem  # noqa: F401 - the data layer's errors travel with its dataset
 from .images import open_image
@@ -149,8 +151,6 @@ class CaptionDataset:
     def example_captions(self, n: int = 8) -> list[str]:
         """n distinct captions spread over the scene labels (one per label in turn, most-repeated first):
         example queries for a demo over this dataset. Deterministic."""
-        from collections import Counter
-
         count = Counter(normalise_caption(c) for r in self.records for c in r.captions)
         by_label: dict[str, list[str]] = {}
         for r in self.records:
@@ -189,8 +189,6 @@ class CaptionDataset:
         rec = self.records[i]
         if rec.mask is None or self.mask_root is None:
             return None
-        from PIL import Image
-
         with Image.open(self.mask_root / rec.mask) as m:
             return np.asarray(m).astype(np.int32)
 

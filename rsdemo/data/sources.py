@@ -33,6 +33,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ..files import cache_root, file_sha256, write_text
 from .dataset import IMAGE_EXTS
 from .download import Bar, FetchError, download, host
@@ -134,9 +137,6 @@ def load_manifest(src) -> dict:
 def pixel_sha256(path) -> tuple[str, tuple[int, int]]:
     """sha256 of the decoded image as an 8-bit RGB array (height x width x 3, row-major), and its (width, height).
     Any lossless copy (TIFF, PNG, lossless WebP) of the same picture has the same hash."""
-    import numpy as np
-    from PIL import Image
-
     with Image.open(path) as im:
         rgb = np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
     return hashlib.sha256(rgb.tobytes()).hexdigest(), (int(rgb.shape[1]), int(rgb.shape[0]))

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.transforms import image_transform
 from .options import Options
 
 
@@ -80,8 +81,6 @@ class RetrievalModel(nn.Module):
 
     def preprocess(self, images) -> torch.Tensor:
         """PIL images (or one) -> normalised batch tensor for this model, on its device."""
-        from ..data.transforms import image_transform
-
         tf = image_transform(self.config.image_size, self.config.normalize)
         if not isinstance(images, (list, tuple)):
             images = [images]

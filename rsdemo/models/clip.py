@@ -41,6 +41,7 @@ the joint space the way the tower maps its pooled feature:
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ from pathlib import Path
 import torch
 
 from .. import losses
+from ..data.text import tokenize
+from ..data.transforms import NORMS
 from ..files import read_state
 from .base import CamTarget, Explanation, Pairs, RetrievalModel
 from .options import Options
@@ -72,8 +75,6 @@ def _named_config(name: str) -> dict:
 
 def _folder(path: Path) -> tuple[dict | None, dict, Path]:
     """(model_cfg or None, preprocess_cfg, weights file) of a folder in open_clip's hub layout."""
-    import json
-
     model_cfg, pre = None, {}
     cfg_file = path / "open_clip_config.json"
     if cfg_file.is_file():
@@ -89,8 +90,6 @@ def _folder(path: Path) -> tuple[dict | None, dict, Path]:
 
 def _hub(spec: str) -> tuple[dict | None, dict, Path]:
     """Fetches an hf-hub:org/repo's open_clip files into the local cache; offline only the cache is looked at."""
-    import json
-
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
@@ -122,8 +121,6 @@ def _hub(spec: str) -> tuple[dict | None, dict, Path]:
 
 def _norm_name(pre: dict) -> str | None:
     """Our name for a preprocess_cfg's mean/std, where it is one we know."""
-    from ..data.transforms import NORMS
-
     if "mean" not in pre or "std" not in pre:
         return None
     for name, (mean, std) in NORMS.items():
@@ -286,8 +283,6 @@ class CLIP(RetrievalModel):
 
     @torch.no_grad()
     def explain(self, image, text: str) -> Explanation:
-        from ..data.text import tokenize
-
         x = self._image_batch([image] if not torch.is_tensor(image) else image)[:1]
         t = self.encode_text([text])
         s = float(self.encode_image(x) @ t[0])

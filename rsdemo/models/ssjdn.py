@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import losses
+from ..data.world import SCENES
 from .base import Explanation
 from .base import Pairs
 from .common import SeedModel, SeedOptions
@@ -73,7 +74,6 @@ class SSJDN(SeedModel):
         super().__init__(config, name, vocab)
         config = self.config
         if not self.classes:
-            from ..data.synthetic import SCENES
             self.classes = sorted(SCENES)
         d, c = self.embed_dim, self.backbone.channels
         self.use_bsd = config.use_bsd
