@@ -154,6 +154,9 @@ def _search(a) -> int:
 
 def _eval_explain(a) -> int:
     from .data.formats import open_dataset
+    if a.real:
+        return _eval_grounding(a)
+    a.split = a.split or "test"
     from .faithfulness import evaluate_faithfulness, faithfulness_table, write_results
     from .checkpoint import catalogue, checkpoint_dirs, load_model
     from .models.registry import list_models
@@ -182,6 +185,50 @@ def _eval_explain(a) -> int:
             if v != default:
                 cmd.append(f"{opt} {v}")
         print(f"wrote {write_results(results, a.data, a.split, ' '.join(cmd + ['--write']))}")
+    return 0
+
+
+def _eval_grounding(a) -> int:
+    from . import grounding
+    from .checkpoint import catalogue, checkpoint_dirs, load_model
+    from .data.formats import open_dataset
+    from .models.registry import list_models
+
+    names = a.models or sorted(m["name"] for m in catalogue(checkpoint_dirs()) if m["name"].startswith("ucm/")
+                               and m["name"].split("/")[-1] in list_models())
+    if not names:
+        raise ValueError("no models given and no ucm/ checkpoints found; pass --models")
+    models = {n: load_model(n, device=a.device) for n in names}
+    labels = grounding.load_multilabels(a.multilabels) if a.multilabels else None
+    full = open_dataset(a.data if a.data != "synthetic" else "ucm", images=a.images)
+    split = "train (dev blocks)" if a.dev_blocks else (a.split or "val")   # val: the AMFMN split's test images
+    ds = grounding.dev_blocks(full) if a.dev_blocks else full.split(*split.split(","))
+    if not len(ds):
+        raise ValueError(f"split {split!r} of {a.data} holds no images (splits: {full.split_counts() or 'none'})")
+    results = {}
+    for name, model in models.items():
+        t = time.perf_counter()
+        results[name] = grounding.evaluate_grounding(model, ds, labels, mosaics=a.mosaics, images=a.rise_images,
+                                                     per_object=a.per_object, seed=a.seed, image_size=a.image_size)
+        if not a.quiet:
+            print(f"{name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
+    print(grounding.grounding_table(results))
+    if a.write:
+        if a.dev_blocks or a.image_size:
+            raise ValueError("--write stores the val-split results at the models' own input size; dev-block and "
+                             "--image-size runs are for choosing levers (printed only)")
+        cmd = ["rsdemo eval-explain --real"] + (["--models", *a.models] if a.models else [])
+        for opt, v, default in (("--data", a.data, "synthetic"), ("--images", a.images, None),
+                                ("--multilabels", a.multilabels, None), ("--mosaics", a.mosaics, 100),
+                                ("--rise-images", a.rise_images, 21), ("--per-object", a.per_object, 4),
+                                ("--seed", a.seed, 0)):
+            if v != default:
+                cmd.append(f"{opt} {v}")
+        setup = {"split": split, "seed": a.seed, "mosaics": a.mosaics, "per_object": a.per_object,
+                 "images": a.rise_images, "image_size": a.image_size,
+                 "object_mosaics": next(iter(next(iter(results.values()))["maps"].values())).get("object_n", 0)}
+        for p in grounding.write_results(results, setup, " ".join(cmd + ["--write"])):
+            print(f"wrote {p}")
     return 0
 
 
@@ -299,12 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint names or .safetensors files (default: every model with a checkpoint)")
     s.add_argument("--data", default="synthetic", help=DATA_HELP + " (needs masks and spans; default synthetic)")
     s.add_argument("--images", help="image folder")
-    s.add_argument("--split", default="test", help="split name(s), comma-separated, or 'all' (default test)")
+    s.add_argument("--split", help="split name(s), comma-separated, or 'all' (default test; with --real: val)")
     s.add_argument("--max-images", type=int, help="evaluate the first N images of the split only")
-    s.add_argument("--seed", type=int, default=0, help="seed of the random floor")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random floor (--real: and of the draws)")
     s.add_argument("--device", help="cpu / cuda (default: cuda when available)")
     s.add_argument("--write", action="store_true", help="store the rows (rsdemo/results) and regenerate docs/RESULTS.md")
     s.add_argument("--quiet", action="store_true", help="no per-model timings on stderr")
+    g = s.add_argument_group("real photos (--real: rsdemo/grounding.py; --data ucm:DIR --images DIR, split val)")
+    g.add_argument("--real", action="store_true",
+                   help="grounding on real UCM photos: grid pointing game on 2x2 mosaics, object-word queries, "
+                        "deletion/insertion AUC (default models: every ucm/ checkpoint)")
+    g.add_argument("--multilabels", metavar="PATH", help="UC Merced multi-labels (labels_by_id.csv or its folder): "
+                   "object mosaics and object-word queries")
+    g.add_argument("--mosaics", type=int, default=100, help="scene mosaics (default 100)")
+    g.add_argument("--per-object", type=int, default=4, help="object mosaics per object (default 4)")
+    g.add_argument("--rise-images", type=int, default=21, help="photos for deletion/insertion (default 21)")
+    g.add_argument("--image-size", type=int, help="lever: run the models at this input size instead of their own")
+    g.add_argument("--dev-blocks", action="store_true",
+                   help="evaluate on the train-id dev blocks (ids 70-79 of each class) instead of --split")
     s.set_defaults(func=_eval_explain)
 
     s = sub.add_parser("models", help="list the registered models",

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 DIR = Path(__file__).resolve().parent
-ORDER = ["demo", "faithfulness", "ablation", "ucm", "probe", "pretraining"]   # the doc's order; others follow
+ORDER = ["demo", "faithfulness", "grounding", "grounding_objects", "ablation", "ucm", "probe", "pretraining"]   # the doc's order; others follow
 TITLE = "# Results\n\nEvery number here is written by a script.\n"
 
 

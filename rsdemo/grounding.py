@@ -1,0 +1,442 @@
+"""Grounding on real photos: do a model's maps point at what the query names, and does its score depend on it?
+
+The synthetic benchmark (rsdemo.faithfulness) has masks; real aerial photos (UCM) have none, so the measures here
+build the location in:
+- grid pointing game (the 2x2-mosaic test of attribution studies): four photos of four different scene classes
+  tiled into one 512x512 image; the query is a plain phrase for one tile's class (CLASS_PHRASES). A hit when the
+  map's maximum lies in that tile (ties share the hit: a constant map scores exactly 25%, the chance level);
+  energy share: the tile's part of the map's mass (min-max normalised map; chance 25%). The target tile cycles
+  through the four positions, so a map with a fixed favourite position scores chance.
+- object mosaics: the same game where the query is an object word (OBJECT_WORDS: "cars", "storage tanks", ...)
+  and only the target tile contains that object by the UC Merced multi-labels (distractor tiles come from the
+  target's own scene class where the labels allow, so tiles differ in the object rather than only in scene).
+- object queries: each object word ranks the photos by the model's own score; average precision and precision at
+  10 against real presence (the multi-labels), beside the prevalence (what a random ranking gets).
+- deletion / insertion (RISE, Petsiuk et al. 2018) on single photos with the model's own score for the class
+  phrase: pixels (at the model's input size) are removed (set to the normalised mean, 0) or inserted (into a
+  blurred copy) in the map's order, most salient first; AUC of the mean curve normalised by its end points
+  (deletion: full photo 1, all removed 0: lower is better; insertion: blurred 0, full 1: higher is better).
+Maps: the model's own (rsdemo.explain.own_maps), the region-similarity and Grad-CAM baselines, a uniform random
+map at the model's map resolution and a centre prior (a Gaussian at the image centre). Every draw is seeded.
+
+Levers (eval-time only, no retraining): `image_size` runs the model at another input size than its config (the
+frozen-Lite0 heads are 1x1 convolutions / attention over positions, so they accept any grid).
+"""
+from __future__ import annotations
+
+import csv
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import results as sections
+from .explain import explain_all, to_heatmap
+
+SIZE = 512          # mosaic side: four 256-px UCM photos
+TILES = 2           # 2 x 2 grid
+STEPS = 8           # deletion / insertion: 1/8 of the pixels per step
+
+# plain phrases for the 21 UC Merced scene classes (the words the captions use)
+CLASS_PHRASES = {
+    "agricultural": "farmland", "airplane": "airplanes", "baseballdiamond": "a baseball diamond",
+    "beach": "a beach", "buildings": "buildings", "chaparral": "chaparral", "denseresidential": "dense houses",
+    "forest": "a forest", "freeway": "a freeway", "golfcourse": "a golf course", "harbor": "a harbor with boats",
+    "intersection": "an intersection", "mediumresidential": "a residential area", "mobilehomepark": "mobile homes",
+    "overpass": "an overpass", "parkinglot": "a parking lot", "river": "a river", "runway": "a runway",
+    "sparseresidential": "sparse houses", "storagetanks": "storage tanks", "tenniscourt": "a tennis court"}
+
+# the 17 UC Merced multi-label objects (column names of labels_by_id.csv) as query words
+OBJECT_WORDS = {
+    "airplane": "airplanes", "bare-soil": "bare soil", "buildings": "buildings", "cars": "cars",
+    "chaparral": "chaparral", "court": "a court", "dock": "docks", "field": "a field", "grass": "grass",
+    "mobile-home": "mobile homes", "pavement": "pavement", "sand": "sand", "sea": "the sea", "ship": "ships",
+    "tanks": "storage tanks", "trees": "trees", "water": "water"}
+
+
+# ---- metrics on one map ------------------------------------------------------------------------------------
+def tile_slices(tile: int, size: int = SIZE, tiles: int = TILES) -> tuple[slice, slice]:
+    """Rows and columns of tile `tile` (row-major: 0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
+    s = size // tiles
+    r, c = divmod(int(tile), tiles)
+    return slice(r * s, (r + 1) * s), slice(c * s, (c + 1) * s)
+
+
+def pointing(heat: np.ndarray, tile: int, tiles: int = TILES) -> float:
+    """1 when the map's maximum lies in the tile, 0 when not; a maximum shared by several pixels counts as the
+    share of them inside the tile (a constant map: 1/tiles^2, the chance level)."""
+    top = heat >= heat.max()
+    return float(top[tile_slices(tile, heat.shape[0], tiles)].sum() / top.sum())
+
+
+def energy_share(heat: np.ndarray, tile: int, tiles: int = TILES) -> float:
+    """The tile's share of the map's mass (heat >= 0, as to_heatmap gives); a map with no mass (constant before
+    normalising) carries no location: the chance share."""
+    total = float(heat.sum())
+    if total <= 0:
+        return 1.0 / tiles ** 2
+    return float(heat[tile_slices(tile, heat.shape[0], tiles)].sum() / total)
+
+
+def centre_prior(shape) -> np.ndarray:
+    """A Gaussian at the centre (sigma a quarter of the side): the map of a model that always looks at the
+    middle."""
+    h, w = shape
+    y = (np.arange(h) - (h - 1) / 2) / (h / 4)
+    x = (np.arange(w) - (w - 1) / 2) / (w / 4)
+    return np.exp(-0.5 * (y[:, None] ** 2 + x[None, :] ** 2)).astype(np.float32)
+
+
+def auc(curve) -> float:
+    """Area under a curve sampled at equal steps over [0, 1] (trapezoid rule)."""
+    c = np.asarray(curve, dtype=np.float64)
+    return float(((c[1:] + c[:-1]) / 2).mean())
+
+
+def deletion_insertion(score, x: torch.Tensor, heat: np.ndarray, steps: int = STEPS, tie=None,
+                       removed: torch.Tensor | None = None, blurred: torch.Tensor | None = None):
+    """RISE curves of one map on one image: (deletion, insertion) raw scores at 0, 1/steps, ..., 1 of the pixels.
+
+    score: batch [N, C, S, S] -> [N] scores; x: [C, S, S] the input; heat: [S, S] (most salient first);
+    tie: [S*S] tie-breaking keys (a fixed random order, so equal heat is not read in raster order)."""
+    C, S, _ = x.shape
+    removed = torch.zeros_like(x) if removed is None else removed
+    blurred = blur(x) if blurred is None else blurred
+    tie = np.arange(S * S) if tie is None else tie
+    order = torch.as_tensor(np.lexsort((tie, -np.asarray(heat, np.float64).ravel())))
+    rank = torch.empty(S * S, dtype=torch.long)
+    rank[order] = torch.arange(S * S)
+    rank = rank.view(1, S, S)
+    dels, ins = [], []
+    for k in range(steps + 1):
+        on = rank < round(k / steps * S * S)                       # the k/steps most salient pixels
+        dels.append(torch.where(on, removed, x))
+        ins.append(torch.where(on, x, blurred))
+    s = score(torch.stack(dels + ins))
+    return s[:steps + 1].tolist(), s[steps + 1:].tolist()
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """RISE's insertion canvas: a strong Gaussian blur (sigma a tenth of the side)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    S = x.shape[-1]
+    sigma = S / 10
+    k = int(2 * round(3 * sigma) + 1)
+    return gaussian_blur(x[None], [k, k], [sigma, sigma])[0]
+
+
+def normalised_auc(curves: list, kind: str) -> float:
+    """AUC of the mean curve scaled so its end points are 0 and 1 (deletion: full photo 1, all removed 0;
+    insertion: blurred 0, full 1); nan when the model scores both end points alike."""
+    c = np.mean(np.asarray(curves, dtype=np.float64), 0)
+    lo, hi = (c[-1], c[0]) if kind == "deletion" else (c[0], c[-1])
+    return float((auc(c) - lo) / (hi - lo)) if hi - lo > 1e-9 else float("nan")
+
+
+# ---- data --------------------------------------------------------------------------------------------------
+def image_id(record) -> str:
+    return Path(record.filename).stem
+
+
+def load_multilabels(path) -> dict[str, set[str]]:
+    """UCM multi-labels (labels_by_id.csv, or its folder): image id -> the objects present."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "labels_by_id.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no UC Merced multi-labels here (want labels_by_id.csv: id + 17 0/1 columns)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "id" not in rows[0]:
+        raise ValueError(f"{path}: want an 'id' column and one 0/1 column per object")
+    return {r["id"]: {k for k, v in r.items() if k != "id" and v.strip() == "1"} for r in rows}
+
+
+def dev_blocks(ds):
+    """The train-id dev blocks scripts/ucm.py holds out (ids 70-79 of each class of 100): levers are chosen here,
+    never on val/test."""
+    keep = [r for r in ds.records if r.split == "train" and 70 <= (int(image_id(r)) - 1) % 100 < 80]
+    return _subset(ds, keep)
+
+
+def _subset(ds, records):
+    view = ds.split(*{r.split for r in records})     # a view sharing the image resolver, then narrowed
+    view.records = list(records)
+    view.name = f"{ds.name}[dev blocks]"
+    return view
+
+
+def _by_class(ds) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, r in enumerate(ds.records):
+        if r.label in CLASS_PHRASES:
+            out.setdefault(r.label, []).append(i)
+    return out
+
+
+def scene_mosaics(ds, n: int, seed: int = 0) -> list[tuple[list[int], int, str]]:
+    """n mosaics: (4 record indices of 4 different classes, target tile = i % 4, the target class's phrase)."""
+    rng = np.random.default_rng(seed)
+    by = _by_class(ds)
+    classes = sorted(by)
+    if len(classes) < TILES ** 2:
+        raise ValueError(f"scene mosaics need images of {TILES ** 2} classes with a phrase; found {len(classes)} "
+                         f"({', '.join(classes) or 'none'}): is this UCM with scene labels?")
+    out = []
+    for i in range(n):
+        picked = rng.choice(len(classes), TILES ** 2, replace=False)
+        idx = [int(rng.choice(by[classes[c]])) for c in picked]
+        t = i % TILES ** 2
+        out.append((idx, t, CLASS_PHRASES[classes[picked[t]]]))
+    return out
+
+
+def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0):
+    """per_object mosaics per object: the target tile's photo contains the object, the other three do not (from
+    the target's scene class where possible). (indices, target tile, object word, object)."""
+    rng = np.random.default_rng(seed + 1)
+    have = [labels.get(image_id(r), set()) for r in ds.records]
+    out, k = [], 0
+    for obj, word in OBJECT_WORDS.items():
+        pos = [i for i, h in enumerate(have) if obj in h]
+        neg = [i for i, h in enumerate(have) if obj not in h]
+        if not pos or len(neg) < TILES ** 2 - 1:
+            continue
+        for _ in range(per_object):
+            t_img = int(rng.choice(pos))
+            same = [i for i in neg if ds.records[i].label == ds.records[t_img].label]
+            other = [i for i in neg if i not in set(same)]
+            rng.shuffle(same)
+            rng.shuffle(other)
+            distract = (list(same) + list(other))[:TILES ** 2 - 1]
+            t = k % TILES ** 2
+            idx = distract[:t] + [t_img] + distract[t:]
+            out.append(([int(i) for i in idx], t, word, obj))
+            k += 1
+    return out
+
+
+def mosaic(images, size: int = SIZE):
+    """4 PIL images -> one size x size PIL mosaic (row-major tiles)."""
+    from PIL import Image
+
+    s = size // TILES
+    out = Image.new("RGB", (size, size))
+    for k, im in enumerate(images):
+        r, c = divmod(k, TILES)
+        out.paste(im.convert("RGB").resize((s, s), Image.BILINEAR), (c * s, r * s))
+    return out
+
+
+# ---- per model ---------------------------------------------------------------------------------------------
+@contextmanager
+def input_size(model, size: int | None):
+    """Runs the model at another input size for the duration (the lever); None: its own."""
+    if size is None:
+        yield model
+        return
+    old = model.config.image_size
+    model.config.image_size = int(size)
+    try:
+        yield model
+    finally:
+        model.config.image_size = old
+
+
+def all_maps(model, image, text: str, rng, ex=None) -> dict[str, np.ndarray]:
+    """Own maps + baselines (explain_all), a random map at the own maps' resolution, and the centre prior."""
+    maps = explain_all(model, image, text, ex=ex)
+    first = next(iter(maps.values()))
+    maps["random"] = rng.random(first.shape).astype(np.float32)
+    maps["centre"] = centre_prior((64, 64))
+    return maps
+
+
+def grid_pointing(model, ds, mosaics, seed: int = 0) -> dict[str, dict]:
+    """map name -> {"hit": %, "energy": %, "n"} over the mosaics (from scene_mosaics / object_mosaics)."""
+    rng = np.random.default_rng(seed)
+    hits: dict[str, list] = {}
+    energy: dict[str, list] = {}
+    for m in mosaics:
+        idx, t, text = m[0], m[1], m[2]
+        img = mosaic([ds[i].image for i in idx])
+        for name, fm in all_maps(model, img, text, rng).items():
+            heat = to_heatmap(fm, SIZE)
+            hits.setdefault(name, []).append(pointing(heat, t))
+            energy.setdefault(name, []).append(energy_share(heat, t))
+    return {k: {"hit": 100 * float(np.mean(hits[k])), "energy": 100 * float(np.mean(energy[k])), "n": len(hits[k])}
+            for k in hits}
+
+
+def pick_images(ds, n: int, seed: int = 0) -> list[int]:
+    """n photos spread over the classes (round-robin over the classes, a seeded choice within each)."""
+    rng = np.random.default_rng(seed + 2)
+    by = {c: list(rng.permutation(v)) for c, v in sorted(_by_class(ds).items())}
+    out = []
+    while len(out) < n and any(by.values()):
+        for c in list(by):
+            if by[c] and len(out) < n:
+                out.append(int(by[c].pop()))
+    return out
+
+
+@torch.no_grad()
+def _scorer(model, text: str):
+    def score(batch):
+        with torch.no_grad():
+            return model.score(batch, [text])[:, 0].float().cpu()
+    return score
+
+
+def rise(model, ds, images: list[int], steps: int = STEPS, seed: int = 0) -> dict[str, dict]:
+    """map name -> {"deletion": AUC, "insertion": AUC, "n"} (normalised, see normalised_auc) over single photos,
+    each queried with its class phrase."""
+    rng = np.random.default_rng(seed + 3)
+    curves: dict[str, dict[str, list]] = {}
+    for i in images:
+        rec = ds.records[i]
+        img = ds[i].image
+        text = CLASS_PHRASES[rec.label]
+        x = model.preprocess(img)[0]
+        S = x.shape[-1]
+        tie = rng.permutation(S * S)
+        score = _scorer(model, text)
+        canvas = blur(x)
+        for name, fm in all_maps(model, img, text, rng).items():
+            d, ins = deletion_insertion(score, x, to_heatmap(fm, S), steps, tie=tie, blurred=canvas)
+            c = curves.setdefault(name, {"deletion": [], "insertion": []})
+            c["deletion"].append(d)
+            c["insertion"].append(ins)
+    return {k: {"deletion": 100 * normalised_auc(c["deletion"], "deletion"),
+                "insertion": 100 * normalised_auc(c["insertion"], "insertion"), "n": len(c["deletion"])}
+            for k, c in curves.items()}
+
+
+def average_precision(scores: np.ndarray, present: np.ndarray) -> float:
+    """AP of a ranking by `scores` (higher first) against 0/1 `present` (ties in the given order)."""
+    order = np.argsort(-scores, kind="stable")
+    rel = np.asarray(present, bool)[order]
+    if not rel.any():
+        return float("nan")
+    prec = np.cumsum(rel) / np.arange(1, len(rel) + 1)
+    return float(prec[rel].mean())
+
+
+@torch.no_grad()
+def object_queries(model, ds, labels: dict[str, set], k: int = 10, batch: int = 30) -> dict:
+    """Each object word ranks every photo of ds by the model's score: mean AP, mean precision@k and the mean
+    prevalence (a random ranking's expected AP/precision) over the objects present in ds."""
+    have = [labels.get(image_id(r), set()) for r in ds.records]
+    objs = [o for o in OBJECT_WORDS if any(o in h for h in have)]
+    texts = [OBJECT_WORDS[o] for o in objs]
+    cols = []
+    for a in range(0, len(ds), batch):
+        x = model.preprocess([ds[i].image for i in range(a, min(len(ds), a + batch))])
+        cols.append(model.score(x, texts).float().cpu().numpy())
+    s = np.concatenate(cols)                                                  # [N, objects]
+    aps, pks, prev = [], [], []
+    for j, o in enumerate(objs):
+        pres = np.array([o in h for h in have])
+        aps.append(average_precision(s[:, j], pres))
+        pks.append(float(pres[np.argsort(-s[:, j], kind="stable")[:k]].mean()))
+        prev.append(float(pres.mean()))
+    return {"ap": 100 * float(np.mean(aps)), "p_at_k": 100 * float(np.mean(pks)), "prevalence": 100 * float(np.mean(prev)),
+            "k": k, "objects": len(objs), "per_object": {o: {"ap": 100 * a, "p_at_k": 100 * p}
+                                                          for o, a, p in zip(objs, aps, pks)}}
+
+
+def evaluate_grounding(model, ds, labels: dict[str, set] | None = None, mosaics: int = 100, images: int = 21,
+                       per_object: int = 4, seed: int = 0, image_size: int | None = None) -> dict:
+    """Every measure of this module for one model on ds (as given: split it first):
+    {"maps": {map: {hit, energy, n, object_hit, object_energy, object_n, deletion, insertion, rise_n}},
+     "objects": object_queries(...) or None}. labels: UCM multi-labels (object measures skipped without them)."""
+    model.eval()
+    out: dict[str, dict] = {}
+    with input_size(model, image_size):
+        for name, r in grid_pointing(model, ds, scene_mosaics(ds, mosaics, seed), seed).items():
+            out.setdefault(name, {}).update(r)
+        if labels:
+            for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed), seed).items():
+                out.setdefault(name, {}).update(object_hit=r["hit"], object_energy=r["energy"], object_n=r["n"])
+        if images:
+            for name, r in rise(model, ds, pick_images(ds, images, seed), seed=seed).items():
+                out.setdefault(name, {}).update(deletion=r["deletion"], insertion=r["insertion"], rise_n=r["n"])
+        objects = object_queries(model, ds, labels) if labels else None
+    return {"maps": {k: out[k] for k in sorted(out, key=_order)}, "objects": objects}
+
+
+def _order(name: str) -> tuple:
+    """Own maps first (model order), then the baselines, the random map, the centre prior."""
+    return (name == "centre", name == "random", name.startswith("baseline_"))
+
+
+# ---- tables ------------------------------------------------------------------------------------------------
+COLUMNS = [["model", "{model}"], ["map", "{map}"], ["scene pointing %", "{hit:.1f}"],
+           ["scene energy %", "{energy:.1f}"], ["object pointing %", "{object_hit:.1f}"],
+           ["object energy %", "{object_energy:.1f}"], ["deletion AUC % (lower better)", "{deletion:.1f}"],
+           ["insertion AUC % (higher better)", "{insertion:.1f}"]]
+OBJECT_COLUMNS = [["model", "{model}"], ["object-word mAP %", "{ap:.1f}"], ["precision@10 %", "{p_at_k:.1f}"],
+                  ["random ranking (prevalence) %", "{prevalence:.1f}"], ["objects", "{objects}"]]
+
+
+def _nan(v):
+    return None if isinstance(v, float) and v != v else v
+
+
+def rows(results: dict[str, dict]) -> list[dict]:
+    return [{"model": model, "map": name, **{k: _nan(v) for k, v in r.items()}}
+            for model, res in results.items() for name, r in res["maps"].items()]
+
+
+def object_rows(results: dict[str, dict]) -> list[dict]:
+    return [{"model": model, **{k: v for k, v in res["objects"].items() if k != "per_object"},
+             "per_object": res["objects"]["per_object"]} for model, res in results.items() if res.get("objects")]
+
+
+def grounding_table(results: dict[str, dict]) -> str:
+    out = sections.table({"columns": COLUMNS, "rows": rows(results)})
+    if object_rows(results):
+        out += "\n\n" + sections.table({"columns": OBJECT_COLUMNS, "rows": object_rows(results)})
+    return out
+
+
+def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path | None | bool = True,
+                  folder: Path | None = None) -> list[Path]:
+    """Stores the "grounding" section (model x map) and, with multi-labels, "grounding_objects" (object-word
+    retrieval), then regenerates docs/RESULTS.md. setup: mosaics, per_object, images, steps, seed, split, size."""
+    folder = folder or sections.DIR
+    size = f" at {setup['image_size']} px input" if setup.get("image_size") else ""
+    before = [
+        f"`{command}`. Real UCM photos ({setup['split']} split){size}; the checkpoints are fixed, so one seed "
+        f"(seed {setup['seed']}: which photos and tiles are drawn). Scene pointing / energy: "
+        f"{setup['mosaics']} 2x2 mosaics ({SIZE} px) of four photos of four different scene classes, the query a "
+        f"plain phrase for one tile's class; a hit when the map's maximum lies in that tile, energy share = the "
+        f"tile's share of the min-max normalised map (chance 25% for both; the target cycles through the four "
+        f"tiles). Object pointing / energy: {setup.get('object_mosaics', 0)} mosaics ({setup['per_object']} per "
+        f"object of the UC Merced multi-labels) whose target tile alone contains the object named by the query "
+        f"(\"cars\", \"storage tanks\", ...; other tiles from the same scene class where the labels allow). "
+        f"Deletion / insertion (RISE, Petsiuk et al. 2018): {setup['images']} single photos (one per class), the "
+        f"query its class phrase, the model's own score; 1/{STEPS} of the input pixels removed (set to the "
+        f"normalised mean) or inserted (into a blurred copy) per step in the map's order; AUC of the mean curve "
+        f"scaled so its end points are 0 and 1. `random`: a uniform random map at the model's map resolution; "
+        f"`centre`: a centred Gaussian; `baseline_*`: as in the faithfulness section. Written by `rsdemo "
+        f"eval-explain --real` (rsdemo/grounding.py)."]
+    paths = [sections.save("grounding", {"title": "Grounding on real photos (UCM, grid pointing game, "
+                                                  "deletion/insertion)",
+                                         "before": before, "columns": COLUMNS, "rows": rows(results)},
+                           doc=False, folder=folder)]
+    obj = object_rows(results)
+    if obj:
+        paths.append(sections.save("grounding_objects", {
+            "title": "Object-word queries on real photos (UCM multi-labels)",
+            "before": [f"`{command}`. Each of the UC Merced multi-label objects present in the {setup['split']} "
+                       f"split, as a plain word (\"cars\", \"storage tanks\", ...), ranks every photo of the split "
+                       f"by the model's own score; mean average precision and precision at 10 against the labels "
+                       f"(an object is there or not), beside the mean prevalence (what a random ranking gets)."],
+            "columns": OBJECT_COLUMNS, "rows": obj}, doc=False, folder=folder))
+    if doc:
+        sections.write_doc(sections.DOC if doc is True else Path(doc), folder)
+    return paths
