@@ -8,6 +8,11 @@ counts, ...). Malformed files raise `DataError` naming the file and the field pa
     coco      UCM-captions data_{train,val,test}_UCM.json (a file or the folder holding them)
     precomp   AMFMN <split>_caps.txt + <split>_filename.txt (a folder, or one *_caps*.txt file)
     folder    images + a CSV with image/filename and caption columns (optional split, label)
+
+open_dataset(spec) resolves a dataset spec (FMT:PATH, a bare path whose format is detected, a downloadable
+dataset's name via rsdemo.data.sources, or synthetic[:N[:SEED]] via the cached export of rsdemo.data.synthetic);
+scene labels are filled by rsdemo.data.labels. One module, past the usual size, because the four loaders are one
+contract: they share the field-path validators and error wording, and detect_format must know every one of them.
 """
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ world of k images.
 
 Modules: rsdemo.data.world (the tables: classes, scenes, positions), rsdemo.data.captions (the grammar), this one
 (textures, drawing, planning, rendering, families, export). rsdemo.data.formats.open_synthetic opens a cached export.
+This one stays past the usual size because drawing, structures and placement share one random stream per image:
+splitting them would spread the determinism contract (image i of family f depends only on (seed, f)) over files.
 """
 from __future__ import annotations
 
