@@ -24,13 +24,13 @@ def run(models=None, repeats=5, threads=None, log=print) -> tuple[str, dict]:
     import torch
 
     from rsdemo import list_models
-    from rsdemo.data.dataset import load_rgb
+    from rsdemo.data.images import open_image
     from rsdemo.explain import explain_all, gradcam, own_maps, region_similarity
     from rsdemo.ui import overlay
 
     torch.set_num_threads(threads or os.cpu_count())
     ds = world(40)
-    image = load_rgb(ds.image_path(0))
+    image = open_image(ds.image_path(0))
     text = ds.records[0].captions[0]
     res = {}
     for name in models or list_models():

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rsdemo.data.dataset import load_rgb
+from rsdemo.data.images import open_image
 from rsdemo.data.formats import open_dataset
 from rsdemo.data.labels import UCM_CLASSES, landuse_layout, load_labels
 from rsdemo.training.step import TrainStep
@@ -83,7 +83,7 @@ def test_landuse_layout(tmp_path, capfd):
             d = tmp_path / "UCMerced_LandUse" / "Images" / c
             d.mkdir(parents=True, exist_ok=True)
             i = 100 * UCM_CLASSES.index(c) + n + 1
-            load_rgb(src / f"{i}.webp").save(d / f"{c}{n:02d}.tif")
+            open_image(src / f"{i}.webp").save(d / f"{c}{n:02d}.tif")
     (tmp_path / "UCMerced_LandUse" / "Images" / "airplane" / "notes.txt").write_text("not an image")
     lay = landuse_layout(tmp_path / "UCMerced_LandUse")
     assert sorted(lay, key=int) == ["1", "8", "108", "200", "2004"]
@@ -98,7 +98,7 @@ def test_landuse_layout(tmp_path, capfd):
     assert found["108.tif"][0].name == "airplane07.tif" and found["108.tif"][1] == "airplane"
     assert found["2004.tif"][1] == "tenniscourt"
     a = np.asarray(ds[[r.filename for r in ds.records].index("200.tif")].image)
-    assert np.array_equal(a, np.asarray(load_rgb(src / "200.webp")))   # same pixels as the id's image
+    assert np.array_equal(a, np.asarray(open_image(src / "200.webp")))   # same pixels as the id's image
     assert "matched by file stem" not in capfd.readouterr().err      # one notice line, not two
     # the 2,095 images not laid out are unlabelled, and that is reported
     assert any("2095 of 2100 images have no label" in p.message for p in ds.problems)

@@ -95,9 +95,6 @@ class ImageResolver:
         return hit
 
 
-load_rgb = open_image   # the old name of rsdemo.data.images.open_image, kept while callers move to open_image
-
-
 class CaptionDataset:
     """Records plus where their images live. `ds[i]` opens image i; `ds.split("test")` filters."""
 
@@ -194,7 +191,7 @@ class CaptionDataset:
 
     def __getitem__(self, i: int) -> Sample:
         rec = self.records[i]
-        return Sample(load_rgb(self.image_path(i)), rec.captions, rec.label, self.masks(i), rec)
+        return Sample(open_image(self.image_path(i)), rec.captions, rec.label, self.masks(i), rec)
 
     @property
     def image_aliases(self) -> dict[str, Path] | None:

@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .dataset import CaptionDataset, ImageResolver, load_rgb, normalise_caption
+from .dataset import CaptionDataset, ImageResolver, normalise_caption
+from .images import open_image
 
 EXAMPLES = 5          # examples kept per finding
 LISTED_PROBLEMS = 20  # problem lines printed before "... and N more"
@@ -87,7 +88,7 @@ def _repeats(ds: CaptionDataset, splits: list[str]) -> dict:
 
 
 def _pixel_hash(path) -> str:
-    im = load_rgb(path)
+    im = open_image(path)
     a = np.asarray(im)
     h = hashlib.blake2b(a.tobytes(), digest_size=16)
     h.update(repr(a.shape).encode())   # same bytes in another shape is another image

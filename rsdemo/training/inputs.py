@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from .. import features
-from ..data.dataset import CaptionDataset, load_rgb
+from ..data.dataset import CaptionDataset, open_image
 from ..data.transforms import norm_stats, oriented
 
 
@@ -34,7 +34,7 @@ class ImageCache:
             from tqdm import tqdm  # progress bars only when asked for
             it = tqdm(it, desc="images", unit="img", leave=False)
         for i in it:
-            im = load_rgb(ds.image_path(i))
+            im = open_image(ds.image_path(i))
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             self.data[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
