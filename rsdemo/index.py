@@ -38,7 +38,7 @@ import faiss
 import numpy as np
 import torch
 
-from .data.dataset import IMAGE_EXTS, CaptionDataset, load_rgb
+from .data.dataset import IMAGE_EXTS, CaptionDataset, open_image
 from .files import atomic_write, file_sha256, weights_sha256
 from .version import __version__
 
@@ -124,7 +124,7 @@ def _size(p) -> int:
 
 def _try_load(path):
     try:
-        return load_rgb(path), None
+        return open_image(path), None
     except Exception as e:  # noqa: BLE001 - any undecodable file is skipped and reported, never fatal
         return None, f"{type(e).__name__}: {e}"
 
@@ -503,7 +503,7 @@ class Retriever:
             self._caption_emb = faiss.IndexFlatIP(emb.shape[1])
             self._caption_emb.add(emb)
         if isinstance(image, (str, os.PathLike)):
-            image = load_rgb(image)
+            image = open_image(image)
         q = self._image_vector(image)
         second = rerank is not False and not self.model.separable
         ids, scores = self._nearest(self._caption_emb, q, max(k, self._shortlist(rerank)) if second else k)
@@ -534,7 +534,7 @@ class Retriever:
 
     def _image_vector(self, image) -> np.ndarray:
         if isinstance(image, (str, os.PathLike)):
-            image = load_rgb(image)
+            image = open_image(image)
         with _inference(self.model):
             return _vectors(self.model.encode_image(self.model.preprocess([image])))
 
