@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from . import results as sections
 from .explain import explain_all, to_heatmap
@@ -221,8 +222,6 @@ def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0):
 
 def mosaic(images, size: int = SIZE):
     """4 PIL images -> one size x size PIL mosaic (row-major tiles)."""
-    from PIL import Image
-
     s = size // TILES
     out = Image.new("RGB", (size, size))
     for k, im in enumerate(images):
