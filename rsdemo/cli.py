@@ -125,11 +125,12 @@ def _index(a) -> int:
         images = a.images
     t = time.perf_counter()
     r = Retriever.build(model, images, out=a.out, batch_size=a.batch_size, kind=a.kind, progress=not a.quiet,
-                        resume=not a.no_resume)
-    skipped = r.manifest["skipped"]
+                        resume=not a.no_resume, state=None if a.state == "none" else a.state)
+    skipped, st = r.manifest["skipped"], r.manifest["state"]
     print(f"indexed {len(r)} images with {model.name} ({r.manifest['index']['kind']}) into {a.out} in "
-          f"{time.perf_counter() - t:.1f} s" + (f"; skipped {len(skipped)} unreadable (see manifest.json)"
-                                                 if skipped else ""))
+          f"{time.perf_counter() - t:.1f} s; "
+          + (f"image state {st['dtype']}, {st['bytes_per_image']:,} bytes per image" if st else "no image state")
+          + (f"; skipped {len(skipped)} unreadable (see manifest.json)" if skipped else ""))
     return 0
 
 
@@ -209,14 +210,15 @@ def _eval_grounding(a) -> int:
     for name, model in models.items():
         t = time.perf_counter()
         results[name] = grounding.evaluate_grounding(model, ds, labels, mosaics=a.mosaics, images=a.rise_images,
-                                                     per_object=a.per_object, seed=a.seed, image_size=a.image_size)
+                                                     per_object=a.per_object, seed=a.seed, image_size=a.image_size,
+                                                     border=a.border, gradient=a.gradient)
         if not a.quiet:
             print(f"{name}: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     print(grounding.grounding_table(results))
     if a.write:
-        if a.dev_blocks or a.image_size:
-            raise ValueError("--write stores the val-split results at the models' own input size; dev-block and "
-                             "--image-size runs are for choosing levers (printed only)")
+        if a.dev_blocks or a.image_size or a.border or a.gradient:
+            raise ValueError("--write stores the val-split results at the models' own settings; --dev-blocks, "
+                             "--image-size, --border and --gradient runs are for choosing levers (printed only)")
         cmd = ["rsdemo eval-explain --real"] + (["--models", *a.models] if a.models else [])
         for opt, v, default in (("--data", a.data, "synthetic"), ("--images", a.images, None),
                                 ("--multilabels", a.multilabels, None), ("--mosaics", a.mosaics, 100),
@@ -313,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--images", help="image folder (with --data: where the dataset's images are)")
     s.add_argument("--data", help=DATA_HELP + " (index its images and keep its captions)")
     s.add_argument("--out", required=True, help="index folder")
+    s.add_argument("--state", choices=["float16", "float32", "none"], default="float16",
+                   help="precision of the model's cached image state (stage-2 rerank and explanations read it "
+                        "instead of running the image backbone; default float16, scores within 1e-3; float32 "
+                        "exact; none: rerank reloads the images)")
     s.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw"],
                    help="exact flat search, HNSW graph, or auto (flat below 50,000 images; default)")
     s.add_argument("--batch-size", type=int, default=32)
@@ -362,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--per-object", type=int, default=4, help="object mosaics per object (default 4)")
     g.add_argument("--rise-images", type=int, default=21, help="photos for deletion/insertion (default 21)")
     g.add_argument("--image-size", type=int, help="lever: run the models at this input size instead of their own")
+    g.add_argument("--border", type=int, default=0, help="lever: the outer N cells of every model map are set to "
+                   "its minimum before upsampling (edge/corner artefacts)")
+    g.add_argument("--gradient", action="store_true", help="lever: add gradient x state maps (grad_x_*: what "
+                   "changes the score, where the model's image state has spatial tensors the score reads)")
     g.add_argument("--dev-blocks", action="store_true",
                    help="evaluate on the train-id dev blocks (ids 70-79 of each class) instead of --split")
     s.set_defaults(func=_eval_explain)

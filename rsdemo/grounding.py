@@ -19,8 +19,15 @@ build the location in:
 Maps: the model's own (rsdemo.explain.own_maps), the region-similarity and Grad-CAM baselines, a uniform random
 map at the model's map resolution and a centre prior (a Gaussian at the image centre). Every draw is seeded.
 
-Levers (eval-time only, no retraining): `image_size` runs the model at another input size than its config (the
-frozen-Lite0 heads are 1x1 convolutions / attention over positions, so they accept any grid).
+Levers (eval-time only, no retraining; chosen on the train-id dev blocks, `dev_blocks`):
+- image_size: run the model at another input size than its config (the frozen-Lite0 heads are 1x1 convolutions /
+  attention over positions, so they accept any grid; UCM photos are 256 px, the 128-px models see a quarter).
+- gradient: adds "grad_x_<key>" maps: gradient x value of each spatial tensor of the model's image state
+  (image_state / score_state) that the score depends on, summed over channels and ReLU'd: what changes the score
+  rather than where attention sits (only ccnet's "regions" feed its score this way in the seed models; the other
+  state maps are read-outs the score does not depend on, so they get no gradient and no map).
+- border: before upsampling, the outer `border` cells of every model map (own and baseline) are set to the map's
+  minimum, so an edge or corner artefact (padding, attention sinks) cannot be its maximum.
 """
 from __future__ import annotations
 
@@ -245,16 +252,53 @@ def input_size(model, size: int | None):
         model.config.image_size = old
 
 
-def all_maps(model, image, text: str, rng, ex=None) -> dict[str, np.ndarray]:
-    """Own maps + baselines (explain_all), a random map at the own maps' resolution, and the centre prior."""
+def trim(m: np.ndarray, border: int) -> np.ndarray:
+    """The map with its outer `border` cells set to its minimum (the border lever); maps too small keep them."""
+    m = np.array(m, dtype=np.float32)
+    if border <= 0 or min(m.shape) <= 2 * border:
+        return m
+    keep = np.zeros(m.shape, bool)
+    keep[border:-border, border:-border] = True
+    m[~keep] = m.min()
+    return m
+
+
+def gradient_maps(model, image, text: str) -> dict[str, np.ndarray]:
+    """"grad_x_<key>" -> ReLU(sum over channels of d score / d state[key] * state[key]) for each [1, h, w, d]
+    state tensor (channel-last regions) or [1, h, w] map the score depends on; {} for a model without a state."""
+    if not (hasattr(model, "image_state") and hasattr(model, "score_state")):
+        return {}
+    x = model.one_image(image).detach().requires_grad_(True)     # a graph even if every weight is frozen
+    with torch.enable_grad():
+        st = model.image_state(x)
+        keys = [k for k, v in st.items() if torch.is_tensor(v) and v.requires_grad and (
+            (v.dim() == 4 and min(v.shape[1:3]) > 1) or (v.dim() == 3 and v.shape[1] == v.shape[2] > 1))]
+        if not keys:
+            return {}
+        s = model.score_state(st, [text])[0, 0]
+        grads = torch.autograd.grad(s, [st[k] for k in keys], allow_unused=True)
+    out = {}
+    for k, gr in zip(keys, grads):
+        if gr is not None:
+            p = (gr * st[k].detach())[0]
+            out[f"grad_x_{k}"] = F.relu(p.sum(-1) if p.dim() == 3 else p).float().cpu().numpy()
+    return out
+
+
+def all_maps(model, image, text: str, rng, ex=None, border: int = 0, gradient: bool = False) -> dict[str, np.ndarray]:
+    """Own maps + baselines (explain_all), gradient maps (the lever), all trimmed by `border`; a random map at the
+    own maps' resolution, and the centre prior."""
     maps = explain_all(model, image, text, ex=ex)
+    if gradient:
+        maps.update(gradient_maps(model, image, text))
+    maps = {k: trim(m, border) for k, m in maps.items()}
     first = next(iter(maps.values()))
     maps["random"] = rng.random(first.shape).astype(np.float32)
     maps["centre"] = centre_prior((64, 64))
     return maps
 
 
-def grid_pointing(model, ds, mosaics, seed: int = 0) -> dict[str, dict]:
+def grid_pointing(model, ds, mosaics, seed: int = 0, border: int = 0, gradient: bool = False) -> dict[str, dict]:
     """map name -> {"hit": %, "energy": %, "n"} over the mosaics (from scene_mosaics / object_mosaics)."""
     rng = np.random.default_rng(seed)
     hits: dict[str, list] = {}
@@ -262,7 +306,7 @@ def grid_pointing(model, ds, mosaics, seed: int = 0) -> dict[str, dict]:
     for m in mosaics:
         idx, t, text = m[0], m[1], m[2]
         img = mosaic([ds[i].image for i in idx])
-        for name, fm in all_maps(model, img, text, rng).items():
+        for name, fm in all_maps(model, img, text, rng, border=border, gradient=gradient).items():
             heat = to_heatmap(fm, SIZE)
             hits.setdefault(name, []).append(pointing(heat, t))
             energy.setdefault(name, []).append(energy_share(heat, t))
@@ -290,7 +334,8 @@ def _scorer(model, text: str):
     return score
 
 
-def rise(model, ds, images: list[int], steps: int = STEPS, seed: int = 0) -> dict[str, dict]:
+def rise(model, ds, images: list[int], steps: int = STEPS, seed: int = 0, border: int = 0,
+         gradient: bool = False) -> dict[str, dict]:
     """map name -> {"deletion": AUC, "insertion": AUC, "n"} (normalised, see normalised_auc) over single photos,
     each queried with its class phrase."""
     rng = np.random.default_rng(seed + 3)
@@ -304,7 +349,7 @@ def rise(model, ds, images: list[int], steps: int = STEPS, seed: int = 0) -> dic
         tie = rng.permutation(S * S)
         score = _scorer(model, text)
         canvas = blur(x)
-        for name, fm in all_maps(model, img, text, rng).items():
+        for name, fm in all_maps(model, img, text, rng, border=border, gradient=gradient).items():
             d, ins = deletion_insertion(score, x, to_heatmap(fm, S), steps, tie=tie, blurred=canvas)
             c = curves.setdefault(name, {"deletion": [], "insertion": []})
             c["deletion"].append(d)
@@ -348,20 +393,23 @@ def object_queries(model, ds, labels: dict[str, set], k: int = 10, batch: int = 
 
 
 def evaluate_grounding(model, ds, labels: dict[str, set] | None = None, mosaics: int = 100, images: int = 21,
-                       per_object: int = 4, seed: int = 0, image_size: int | None = None) -> dict:
+                       per_object: int = 4, seed: int = 0, image_size: int | None = None, border: int = 0,
+                       gradient: bool = False) -> dict:
     """Every measure of this module for one model on ds (as given: split it first):
     {"maps": {map: {hit, energy, n, object_hit, object_energy, object_n, deletion, insertion, rise_n}},
      "objects": object_queries(...) or None}. labels: UCM multi-labels (object measures skipped without them)."""
     model.eval()
     out: dict[str, dict] = {}
     with input_size(model, image_size):
-        for name, r in grid_pointing(model, ds, scene_mosaics(ds, mosaics, seed), seed).items():
+        for name, r in grid_pointing(model, ds, scene_mosaics(ds, mosaics, seed), seed, border, gradient).items():
             out.setdefault(name, {}).update(r)
         if labels:
-            for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed), seed).items():
+            for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed), seed,
+                                         border, gradient).items():
                 out.setdefault(name, {}).update(object_hit=r["hit"], object_energy=r["energy"], object_n=r["n"])
         if images:
-            for name, r in rise(model, ds, pick_images(ds, images, seed), seed=seed).items():
+            for name, r in rise(model, ds, pick_images(ds, images, seed), seed=seed, border=border,
+                                gradient=gradient).items():
                 out.setdefault(name, {}).update(deletion=r["deletion"], insertion=r["insertion"], rise_n=r["n"])
         objects = object_queries(model, ds, labels) if labels else None
     return {"maps": {k: out[k] for k in sorted(out, key=_order)}, "objects": objects}

@@ -148,3 +148,31 @@ def test_real_photos_end_to_end():
     dev = g.dev_blocks(full)
     assert len(dev) == 210 and all(70 <= (int(g.image_id(x)) - 1) % 100 < 80 for x in dev.records)
     assert {x.split for x in dev.records} == {"train"}
+
+
+def test_trim_keeps_a_border_maximum_from_winning():
+    m = np.zeros((6, 6), np.float32)
+    m[0, 0], m[2, 3] = 9, 1                         # a corner artefact and the real peak
+    t = g.trim(m, 1)
+    assert np.unravel_index(t.argmax(), t.shape) == (2, 3) and t[0, 0] == 0
+    assert np.array_equal(g.trim(m, 0), m) and np.array_equal(g.trim(np.ones((2, 2)), 1), np.ones((2, 2)))
+
+
+class ToyStateModel:
+    """A score that reads only the top-right region of a 2x2 region grid, and a read-out map it ignores."""
+
+    def one_image(self, image):
+        return torch.ones(1, 3, 4, 4)
+
+    def image_state(self, x):
+        regions = x.unflatten(2, (2, 2)).unflatten(4, (2, 2)).mean((3, 5)).permute(0, 2, 3, 1)   # [1, 2, 2, 3]
+        return {"global": regions.mean((1, 2)), "regions": regions, "readout": regions.sum(-1).detach() + 0}
+
+    def score_state(self, state, texts):
+        return state["regions"][:, 0, 1].sum(-1, keepdim=True) * 2
+
+
+def test_gradient_maps_show_what_the_score_reads():
+    maps = g.gradient_maps(ToyStateModel(), None, "x")
+    assert set(maps) == {"grad_x_regions"}          # the read-out map has no graph, so no map
+    assert maps["grad_x_regions"].tolist() == [[0.0, 6.0], [0.0, 0.0]]
