@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from rsdemo import explain as E
 from rsdemo.checkpoint import load, load_model, save
 from rsdemo.data import synthetic as S
 from rsdemo.models.factory import create_model
@@ -59,6 +60,54 @@ def test_explain(name, batch):
     assert np.isfinite(ex.score)
     with torch.no_grad():  # explain's score is the model's score
         assert abs(ex.score - float(m.score(images[0], caps[0]))) < 1e-3
+    # both baselines work through the contract's hooks (position_embeddings, cam_target), on one grid
+    maps = E.explain_all(m, images[0], caps[0], ex=ex)
+    assert maps["baseline_region_sim"].shape == maps["baseline_gradcam"].shape
+
+
+def test_baselines_of_the_multiscale_class_fused_dual_encoder(batch):
+    """dual-label with multiscale (the UCM checkpoint's setting): positions carry all three maps and class
+    posteriors, as its pooled embedding does."""
+    images, caps, labels = batch
+    m = _model("dual-label-lite0", multiscale=True, classes=sorted(set(labels)))
+    rs = E.region_similarity(m, images[0], caps[0])
+    assert rs.shape == E.gradcam(m, images[0], caps[0]).shape and np.abs(rs).max() <= 1 + 1e-5
+
+
+@pytest.fixture(scope="module")
+def gallery16():
+    worlds = list(S.generate(16, seed=11))
+    return [Image.fromarray(w.image) for w in worlds], [w.captions[0] for w in worlds[:5]]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_score_from_state(name, gallery16):
+    """The split contract: the image state cached as an index keeps it (float32 numpy, float16 numpy) scores as
+    the pixels do, gives the stage-1 embedding, and explains a gallery image without the backbone."""
+    images, caps = gallery16
+    m = _model(name)
+    with torch.no_grad():
+        x = m.preprocess(images)
+        st = m.image_state(x)
+        assert st and all(v.shape[0] == len(images) for v in st.values()), {k: v.shape for k, v in st.items()}
+        pix = m.score(x, caps)
+        assert torch.allclose(m.state_embedding(st), m.encode_image(x), atol=1e-5)
+        s32 = m.score_state({k: v.numpy() for k, v in st.items()}, caps)
+        s16 = m.score_state({k: v.half().numpy() for k, v in st.items()}, caps)
+    assert (s32 - pix).abs().max() <= 1e-5
+    err = float((s16 - pix).abs().max())
+    assert err <= 1e-3, err
+    # the same top-10 per text, wherever the 10th and 11th images are further apart than float16 can blur
+    for j in range(len(caps)):
+        order = pix[:, j].argsort(descending=True)
+        if pix[order[9], j] - pix[order[10], j] > 2 * err:
+            assert set(s16[:, j].argsort(descending=True)[:10].tolist()) == set(order[:10].tolist())
+    if m.explains_state():
+        row = {k: v[3:4].half().numpy() for k, v in st.items()}
+        a, b = m.explain(images[3], caps[0]), m.explain_state(row, caps[0])
+        assert a.maps.keys() == b.maps.keys() and a.tokens == b.tokens and abs(a.score - b.score) <= 1e-3
+        for k in a.maps:  # float16 regions/maps: within 1% of the map's range (measured: <= 0.05%)
+            assert np.abs(a.maps[k] - b.maps[k]).max() <= 1e-2 * np.abs(a.maps[k]).max(), k
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in HEAVY])
