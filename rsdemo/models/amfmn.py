@@ -118,22 +118,27 @@ class AMFMN(SeedModel):
             out.append((self.normalize(v[i:i + 64]).unsqueeze(1) * self.normalize(g)).sum(-1))
         return torch.cat(out)
 
-    def score(self, images, texts):
-        v, _ = self._visual(images)
-        return self._score(v, *self._words(texts))
+    def image_state(self, images):
+        """{"global": the (MVSA-gated) image feature [N, d], "mvsa": saliency [N, h, w] (MVSA on)}."""
+        v, sal = self._visual(images)
+        return {"global": v} if sal is None else {"global": v, "mvsa": sal}
+
+    def score_state(self, state, texts):
+        return self._score(self.state_tensors(state)["global"], *self._words(texts))
 
     def forward(self, images, texts):
         v, _ = self._visual(images)
         return {"scores": self._score(v, *self._words(texts))}
 
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        v, sal = self._visual(self.one_image(image))
+    def explain_state(self, state, text: str) -> Explanation:
+        st = self.state_tensors(state)
+        v = st["global"][:1]
         words, mask, t = self._words([text])
         s = float(self._score(v, words, mask, t)[0, 0])
         maps, notes = {}, {}
-        if sal is not None:
-            maps["mvsa"] = sal[0].cpu().numpy()
+        if "mvsa" in st:
+            maps["mvsa"] = st["mvsa"][0].cpu().numpy()
         if self.use_vgt:
             _, att = self._guided(v, words, mask, t)
             notes["word_weights"] = att[0, 0, : int(mask.sum())].cpu().numpy()

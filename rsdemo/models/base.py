@@ -6,6 +6,15 @@ cross-modal score otherwise, used to rerank); explain gives the model's own name
 training outputs of a batch of matched pairs, which the loss registered beside the model (@register_loss in its
 file) turns into the objective. The model never trains itself: rsdemo.training does.
 
+The split contract (score and explain without the image backbone): image_state(images) computes everything score
+and explain read from an image -- a dict of tensors, each with the batch first (pooled feature, region features,
+regional slots, saliency maps, per-position embeddings) -- and score_state(state, texts) / explain_state(state,
+text) read only that dict and the texts. score(images, texts) is score_state(image_state(images), texts) and
+explain(image, text) is explain_state(image_state(image), text): one implementation, so a state cached at index
+time (rsdemo.index stores it, float16 by default) scores exactly as the pixels do. state_embedding(state) is the
+stage-1 embedding, so an index computes both in one pass. A model implements image_state (or only encode_image:
+the default state is its pooled embedding); state tensors may arrive as float16 numpy rows (state_tensors casts).
+
 What we decided: the trainer, the explainers and the feature cache never ask which architecture they hold; they
 ask the model through these hooks (each with a default that suits a model without the feature):
 - config_class: the architecture's typed options (rsdemo.models.options); self.config is an instance of it.
@@ -92,6 +101,16 @@ class RetrievalModel(nn.Module):
     def _images(self, images) -> torch.Tensor:
         return images.to(self.device) if torch.is_tensor(images) else self.preprocess(images)
 
+    def one_image(self, image) -> torch.Tensor:
+        """One PIL image or a preprocessed [3, H, W] / [1, 3, H, W] tensor -> a batch of one."""
+        x = self._images(image if torch.is_tensor(image) else [image])
+        return x.unsqueeze(0) if x.dim() == 3 else x[:1]
+
+    def state_tensors(self, state: dict) -> dict[str, torch.Tensor]:
+        """A state (tensors or float16 numpy rows from an index) as float32 tensors on the model's device; a
+        float32 state already there is returned as is, so scoring from pixels is untouched."""
+        return {k: torch.as_tensor(v).to(self.device, torch.float32) for k, v in state.items()}
+
     def _texts(self, texts):
         if isinstance(texts, str):
             texts = [texts]
@@ -104,11 +123,31 @@ class RetrievalModel(nn.Module):
     def encode_text(self, texts) -> torch.Tensor:
         raise NotImplementedError
 
+    def image_state(self, images) -> dict[str, torch.Tensor]:
+        """What score and explain read from images, each tensor with the batch first (default: the embedding)."""
+        return {"global": self.encode_image(images)}
+
+    def state_embedding(self, state: dict) -> torch.Tensor:
+        """The stage-1 embedding (L2-normalised, [N, d]) of an image state."""
+        return self.normalize(self.state_tensors(state)["global"])
+
+    def score_state(self, state: dict, texts) -> torch.Tensor:
+        """Full scores [N, M] of image states against texts (default: the embedding dot product)."""
+        return self.state_embedding(state) @ self.encode_text(texts).T
+
+    def explain_state(self, state: dict, text: str) -> Explanation:
+        """The model's own maps of the first image of a state against text."""
+        raise NotImplementedError(f"{type(self).__name__} explains from pixels only (no explain_state)")
+
     def score(self, images, texts) -> torch.Tensor:
-        return self.encode_image(images) @ self.encode_text(texts).T
+        return self.score_state(self.image_state(images), texts)
 
     def explain(self, image, text: str) -> Explanation:
-        raise NotImplementedError
+        return self.explain_state(self.image_state(self.one_image(image)), text)
+
+    def explains_state(self) -> bool:
+        """Whether explain_state is implemented (a model may define only explain(image, text))."""
+        return type(self).explain_state is not RetrievalModel.explain_state
 
     def forward(self, images, texts) -> dict[str, torch.Tensor]:
         """Training outputs of a batch of matched pairs (image i <-> texts[i]): whatever the model's registered

@@ -72,10 +72,17 @@ class CCNet(SeedModel):
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         reg = regions(self.region(feats[1])) if (self.use_tam or self.use_cfm) else None
-        return g, reg, feats[1].shape[-2:]
+        return g, reg, feats
 
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
+
+    def image_state(self, images):
+        """{"global": pooled feature [N, d]; "regions": [N, h, w, d] (TAM or CFM on), else "activation" [N, h, w]}."""
+        g, reg, feats = self._visual(images)
+        if reg is not None:
+            return {"global": g, "regions": reg.unflatten(1, feats[1].shape[-2:])}
+        return {"global": g, "activation": self.activation(feats[-1])}
 
     def _fine(self, reg, words):
         """Fine-grained cosine similarity [N, M, T, R] between every word and every region."""
@@ -111,9 +118,10 @@ class CCNet(SeedModel):
         s = torch.cat(out)
         return (s, extra) if parts else s
 
-    def score(self, images, texts):
-        g, reg, _ = self._visual(images)
-        return self._score(g, reg, *self._words(texts))
+    def score_state(self, state, texts):
+        st = self.state_tensors(state)
+        reg = st["regions"].flatten(1, 2) if "regions" in st else None
+        return self._score(st["global"], reg, *self._words(texts))
 
     def forward(self, images, texts):
         g, reg, _ = self._visual(images)
@@ -121,11 +129,13 @@ class CCNet(SeedModel):
         return {"scores": self._score(g, reg, words, mask, t), "image": g, "text": t}
 
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        x = self.one_image(image)
-        g, reg, hw = self._visual(x)
+    def explain_state(self, state, text: str) -> Explanation:
+        st = {k: v[:1] for k, v in self.state_tensors(state).items()}
+        reg, hw = None, None
+        if "regions" in st:
+            hw, reg = st["regions"].shape[1:3], st["regions"].flatten(1, 2)
         words, mask, t = self._words([text])
-        s, extra = self._score(g, reg, words, mask, t, parts=True)
+        s, extra = self._score(st["global"], reg, words, mask, t, parts=True)
         T = int(mask.sum())
         maps, cfm = {}, None
         if "tam" in extra:
@@ -134,7 +144,7 @@ class CCNet(SeedModel):
             cfm = extra["cfm"][0, 0, :T].cpu().numpy()
             maps["cfm_regions"] = cfm.sum(0).reshape(*hw)
         if not maps:  # no fine-grained module on: the global feature map's activation is all there is
-            maps["global"] = self.activation_map(x)
+            maps["global"] = st["activation"][0].cpu().numpy()
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]), cfm=cfm)
 
 

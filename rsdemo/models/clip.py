@@ -263,34 +263,40 @@ class CLIP(RetrievalModel):
                 "logit_scale": self.model.logit_scale.clamp(max=math.log(100))}
 
     # ---- explanation -------------------------------------------------------------------------------
-    def position_embeddings(self, x: torch.Tensor) -> torch.Tensor | None:
-        """Per-position embeddings [N, gh, gw, D] in the joint space, or None where the tower has no such map."""
+    def image_state(self, images):
+        """{"global": the tower's pooled embedding [N, D], "positions": [N, gh, gw, D] (see the module docstring;
+        ViT and ModifiedResNet towers)}, from one pass through the tower."""
         from open_clip.modified_resnet import ModifiedResNet
         from open_clip.transformer import VisionTransformer
 
+        x = self._image_batch(images)
         v = self.model.visual
         if isinstance(v, VisionTransformer) and getattr(v, "attn_pool", None) is None and v.proj is not None:
-            t = v.transformer(v._embeds(x))[:, 1:]           # drop the class token
-            t = v.ln_post(t) @ v.proj
-            return t.reshape(x.shape[0], *v.grid_size, -1)
+            t = v.transformer(v._embeds(x))                    # what v.forward runs, tokens kept
+            pooled, _ = v._pool(t)
+            pos = v.ln_post(t[:, 1:]) @ v.proj                   # the patch tokens (class token first)
+            return {"global": pooled @ v.proj, "positions": pos.reshape(x.shape[0], *v.grid_size, -1)}
         if isinstance(v, ModifiedResNet):
             f = v.layer4(v.layer3(v.layer2(v.layer1(v.stem(x)))))
             n, c, h, w = f.shape
             p = v.attnpool
-            f = f.flatten(2).transpose(1, 2) + p.positional_embedding[1:].to(f.dtype)   # [N, HW, C]
-            return p.c_proj(p.v_proj(f)).reshape(n, h, w, -1)
-        return None
+            tok = f.flatten(2).transpose(1, 2) + p.positional_embedding[1:].to(f.dtype)   # [N, HW, C]
+            return {"global": p(f), "positions": p.c_proj(p.v_proj(tok)).reshape(n, h, w, -1)}
+        return {"global": self.model.encode_image(x)}
+
+    def position_embeddings(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Per-position embeddings [N, gh, gw, D] in the joint space, or None where the tower has no such map."""
+        return self.image_state(x).get("positions")
 
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        x = self._image_batch([image] if not torch.is_tensor(image) else image)[:1]
+    def explain_state(self, state, text: str) -> Explanation:
+        st = {k: v[:1] for k, v in self.state_tensors(state).items()}
         t = self.encode_text([text])
-        s = float(self.encode_image(x) @ t[0])
-        pos = self.position_embeddings(x)
-        if pos is None:
+        s = float(self.state_embedding(st) @ t[0])
+        if "positions" not in st:
             return Explanation({}, tokenize(text), s,
                                notes={"patch_sim": f"no per-position map for {type(self.model.visual).__name__}"})
-        sim = (self.normalize(pos[0]) * t[0]).sum(-1)           # cosine per position, [gh, gw]
+        sim = (self.normalize(st["positions"][0]) * t[0]).sum(-1)   # cosine per position, [gh, gw]
         return Explanation({"patch_sim": sim.cpu().numpy()}, tokenize(text), s)
 
     def cam_target(self) -> CamTarget | None:

@@ -39,8 +39,8 @@ class SeedOptions(Options):
 
 
 class SeedModel(RetrievalModel):
-    """Backbone + BiGRU. Subclasses implement _visual, forward (with the loss registered beside them), score and
-    explain with their modules."""
+    """Backbone + BiGRU. Subclasses implement image_state, score_state, explain_state and forward (with the loss
+    registered beside them) with their modules."""
     config_class = SeedOptions
 
     def __init__(self, config: dict | SeedOptions, name: str | None = None, vocab=None):
@@ -140,13 +140,11 @@ class SeedModel(RetrievalModel):
         index = {c: i for i, c in enumerate(self.classes)}
         return torch.tensor([index.get(l, -1) for l in labels], device=self.device)
 
-    def one_image(self, image) -> torch.Tensor:
-        """explain() takes one PIL image or a preprocessed [1, 3, H, W] tensor."""
-        return self._images(image if torch.is_tensor(image) else [image])
-
-    def activation_map(self, x: torch.Tensor):
-        """The last feature map's channel norm: the spatial signal left when a model's own maps are switched off."""
-        return self.backbone(x)[-1][0].norm(dim=0).cpu().numpy()
+    @staticmethod
+    def activation(last: torch.Tensor) -> torch.Tensor:
+        """The last feature map's channel norm [N, h, w]: the spatial signal left when a model's own maps are
+        switched off (kept in the image state as "activation")."""
+        return last.norm(dim=1)
 
     def tokens(self, text: str, mask: torch.Tensor) -> list[str]:
         """The words behind the word features (WordPieces for MiniLM), as many as the mask keeps."""

@@ -99,17 +99,22 @@ class DOVE(SeedModel):
         if self.use_dtga:
             self.dtga = DTGA(d, config.genomes)
 
-    def _visual(self, images):
-        """Global feature [N, d]; regional features [N, K, d] and slot attention [N, K, h, w] (ROAM on)."""
+    def _visual(self, images, state=False):
+        """Global feature [N, d]; regional features [N, K, d] and slot attention [N, K, h, w] (ROAM on). With
+        state: the image state {"global", "slots", "roam"} (ROAM on), else {"global", "activation" [N, h, w]}."""
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         if not self.use_roam:
-            return g, None, None
+            return {"global": g, "activation": self.activation(feats[-1])} if state else (g, None, None)
         reg = regions(self.region(feats[1]))                               # [N, R, d]
         att = torch.einsum("kd,nrd->nkr", self.queries, reg) / math.sqrt(reg.shape[-1])
         att = att.softmax(-1)
         slots = att @ reg                                                  # [N, K, d]
-        return g, slots, att.view(*att.shape[:2], *feats[1].shape[-2:])
+        att = att.view(*att.shape[:2], *feats[1].shape[-2:])
+        return {"global": g, "slots": slots, "roam": att} if state else (g, slots, att)
+
+    def image_state(self, images):
+        return self._visual(images, state=True)
 
     def _text_global(self, words, mask, t):
         if self.use_dtga:
@@ -133,10 +138,10 @@ class DOVE(SeedModel):
         t2 = t[None] + at * (r - t[None])
         return (self.normalize(v2) * self.normalize(t2)).sum(-1), beta
 
-    def score(self, images, texts):
-        g, slots, _ = self._visual(images)
+    def score_state(self, state, texts):
+        st = self.state_tensors(state)
         t = self._text_global(*self._words(texts))
-        return self._final(g, slots, t)[0]
+        return self._final(st["global"], st.get("slots"), t)[0]
 
     def forward(self, images, texts):
         g, slots, att = self._visual(images)
@@ -145,18 +150,18 @@ class DOVE(SeedModel):
         return {"scores": s, "image": g, "text": t, "roam": att}
 
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        x = self.one_image(image)
-        g, slots, att = self._visual(x)
+    def explain_state(self, state, text: str) -> Explanation:
+        st = {k: v[:1] for k, v in self.state_tensors(state).items()}
         words, mask, t0 = self._words([text])
         t = self._text_global(words, mask, t0)
-        s, beta = self._final(g, slots, t)
+        s, beta = self._final(st["global"], st.get("slots"), t)
         maps = {}
-        if att is not None:
+        if "roam" in st:
+            att = st["roam"]
             maps["roam"] = att[0].cpu().numpy()
             maps["roam_text"] = torch.einsum("k,khw->hw", beta[0, 0], att[0]).cpu().numpy()
         else:
-            maps["global"] = self.activation_map(x)
+            maps["global"] = st["activation"][0].cpu().numpy()
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]))
 
 

@@ -56,16 +56,21 @@ class DualEncoder(SeedModel):
         return {"scores": self.normalize(v) @ self.normalize(t).T,
                 "logit_scale": self.logit_scale.clamp(max=math.log(100))}
 
+    def image_state(self, images):
+        """{"global": [N, d], "positions": [N, h, w, d] each position through global_fc (explain's maps)}."""
+        v, f = self._visual(images)
+        return {"global": v, "positions": self.global_fc(f.permute(0, 2, 3, 1))}
+
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        v, f = self._visual(self.one_image(image))
+    def explain_state(self, state, text: str) -> Explanation:
+        st = self.state_tensors(state)
         words, mask, t = self._words([text])
-        pos = F.normalize(self.global_fc(f[0].permute(1, 2, 0)).float(), dim=-1)         # [h, w, d]
+        pos = F.normalize(st["positions"][0], dim=-1)                                     # [h, w, d]
         T = int(mask.sum())
         w = F.normalize(words[0, :T].float(), dim=-1)                                   # [T, d]
         maps = {"patch_sim": (pos @ self.normalize(t)[0]).cpu().numpy(),
                 "word_sim": torch.einsum("hwd,td->thw", pos, w).cpu().numpy()}
-        s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
+        s = float((self.state_embedding(st)[:1] @ self.normalize(t).T)[0, 0])
         return Explanation(maps, self.tokens(text, mask), s)
 
 

@@ -102,15 +102,25 @@ class DualLabel(DualEncoder):
         f = self._image(x)[2].permute(0, 2, 3, 1)                                    # [N, h, w, C]
         return self._fuse(self.global_fc(f), self.cls_img(f) if self.cls_img is not None else None)
 
+    def image_state(self, images):
+        """{"global": [N, d] before the class fusion, "logits": image class logits [N, classes] (class head on),
+        "positions": [N, h, w, d] each position of the pooled map through global_fc (the dual encoder's maps)}."""
+        v, ci, f = self._image(images)
+        st = {"global": v, "positions": self.global_fc(f.permute(0, 2, 3, 1))}
+        return st if ci is None else {**st, "logits": ci}
+
+    def state_embedding(self, state):
+        st = self.state_tensors(state)
+        return self._fuse(st["global"], st.get("logits"))
+
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        ex = super().explain(image, text)
-        x = self.one_image(image)
-        ex.score = float((self.encode_image(x) @ self.encode_text([text]).T)[0, 0])
-        if self.classes and self.cls_txt is not None:
-            v, ci, _ = self._image(x)
-            t, ct, _, _ = self._text([text])
-            ex.notes["image_class"] = self.classes[int(ci.argmax())]
+    def explain_state(self, state, text: str) -> Explanation:
+        ex = super().explain_state(state, text)
+        st = {k: v[:1] for k, v in self.state_tensors(state).items()}
+        ex.score = float(self.score_state(st, [text])[0, 0])
+        if self.classes and self.cls_txt is not None and "logits" in st:
+            _, ct, _, _ = self._text([text])
+            ex.notes["image_class"] = self.classes[int(st["logits"].argmax())]
             ex.notes["text_class"] = self.classes[int(ct.argmax())]
         return ex
 

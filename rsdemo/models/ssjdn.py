@@ -117,7 +117,14 @@ class SSJDN(SeedModel):
                 for i, stride in enumerate((8, 16, 32)):
                     info[f"sem{stride}"] = ((s1[i] + s2[i]) / 2)[:, 0]
                     info[f"ssm{stride}"] = (u1[i] if u1[i] is not None else u2[i])[:, 0]
+        elif maps:  # BSD off: the global map's activation is the only spatial signal left
+            info["activation"] = self.activation(feats[-1])
         return g, info
+
+    def image_state(self, images):
+        """{"global": [N, d], and the maps explain shows: "sem8".."ssm32" [N, h, w] (BSD on) or "activation"}."""
+        g, info = self._visual(images, maps=True)
+        return {"global": g, **info}
 
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
@@ -128,14 +135,11 @@ class SSJDN(SeedModel):
         return {"image": v, "text": t}
 
     @torch.no_grad()
-    def explain(self, image, text: str) -> Explanation:
-        x = self.one_image(image)
-        v, info = self._visual(x, maps=True)
+    def explain_state(self, state, text: str) -> Explanation:
+        st = self.state_tensors(state)
         words, mask, t = self._words([text])
-        s = float((self.normalize(v) @ self.normalize(t).T)[0, 0])
-        maps = {k: m[0].cpu().numpy() for k, m in info.items()}
-        if not maps:  # BSD off: the global map's activation is the only spatial signal left
-            maps["global"] = self.activation_map(x)
+        s = float((self.state_embedding(st)[:1] @ self.normalize(t).T)[0, 0])
+        maps = {("global" if k == "activation" else k): m[0].cpu().numpy() for k, m in st.items() if k != "global"}
         return Explanation(maps, self.tokens(text, mask), s)
 
 
