@@ -306,9 +306,9 @@ class Demo:
                 self._explained.move_to_end(key)
                 return self._explained[key]
         m = self.model(model)
-        image = open_image(path)
-        with torch.no_grad():
-            ex = m.explain(image, query)
+        r = self.retriever(model, gallery)
+        image = open_image(path)  # shown under the map; the model's own maps read the index's cached image state
+        ex = r.explain(r.id_of(path), query)
         item = {"ex": ex, "image": image, "maps": {}, "model": m, "query": query}
         with self._lock:
             self._explained[key] = item

@@ -520,9 +520,9 @@ def _load_paths(tmp):
             shutil.rmtree(idx)
         idx.mkdir()
         shutil.copy(path, idx / "embeddings.npy")
-        (idx / "manifest.json").write_text(json.dumps({"format": 1, "model": "amfmn-slim", "weights_sha256": "x",
+        (idx / "manifest.json").write_text(json.dumps({"format": 2, "model": "amfmn-slim", "weights_sha256": "x",
                                                        "dim": 32, "index": {"kind": "flat"}, "paths": [],
-                                                       "sizes": [], "skipped": []}))
+                                                       "sizes": [], "skipped": [], "state": None}))
         (idx / "index.faiss").write_bytes(b"")
         model = create_model("amfmn-slim", embed_dim=32, mvsa_dim=16, word_dim=16, image_size=64)
         from rsdemo.files import weights_sha256

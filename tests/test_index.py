@@ -135,12 +135,15 @@ def test_resume_recomputes_only_missing_chunk(model, gallery, tmp_path, monkeypa
     assert len(chunks) == 3
     chunks[-1].unlink()
     seen = []
-    encode = model.encode_image
-    monkeypatch.setattr(model, "encode_image", lambda x: (seen.append(len(x)), encode(x))[1])
+    encode = model.image_state  # one pass per batch gives the embedding and the image state
+    monkeypatch.setattr(model, "image_state", lambda x: (seen.append(len(x)), encode(x))[1])
     again = Retriever.build(model, gallery, out=tmp_path, batch_size=4, chunk=8, progress=False)
     assert sum(seen) == 4  # the last chunk holds images 16..19
     assert again.paths == first.paths
     np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    assert again.state.keys() == first.state.keys()
+    for k in first.state:
+        np.testing.assert_array_equal(again.state[k], first.state[k])
     seen.clear()
     Retriever.build(model, gallery, out=tmp_path, batch_size=4, chunk=8, progress=False, resume=False)
     assert sum(seen) == 20
@@ -165,19 +168,54 @@ def test_unreadable_images_skipped_and_listed(model, gallery, tmp_path):
 def trained(gallery):
     m = load_model("amfmn-slim")
     assert m.separable is False
-    return Retriever.build(m, gallery, batch_size=20, progress=False)
+    return Retriever.build(m, gallery, batch_size=20, progress=False, state="float32")
 
 
-def test_rerank_orders_shortlist_by_model_score(trained):
+@pytest.mark.parametrize("state", ["float32", "float16", None])
+def test_rerank_orders_shortlist_by_model_score(trained, gallery, state):
+    """Stage 2 from the cached state (float32: model.score to 1e-5; float16: 1e-3, same order) or, with no
+    state, from the pixels."""
     m = trained.model
-    shortlist = trained.search_text(QUERY, k=12, rerank=False)
+    r = trained if state == "float32" else Retriever.build(m, gallery, batch_size=20, progress=False, state=state)
+    shortlist = r.search_text(QUERY, k=12, rerank=False)
     with torch.no_grad():
         s = m.score(m.preprocess([Image.open(h["path"]).convert("RGB") for h in shortlist]), [QUERY])[:, 0].numpy()
     want = [shortlist[i]["path"] for i in np.argsort(-s, kind="stable")[:5]]
-    got = trained.search_text(QUERY, k=5, rerank=12)
+    got = r.search_text(QUERY, k=5, rerank=12)
     assert [h["path"] for h in got] == want
-    np.testing.assert_allclose([h["score"] for h in got], np.sort(s)[::-1][:5], rtol=1e-5, atol=1e-6)
+    tol = 1e-3 if state == "float16" else 1e-5
+    np.testing.assert_allclose([h["score"] for h in got], np.sort(s)[::-1][:5], rtol=0, atol=tol)
     assert [h["rank"] for h in got] == [1, 2, 3, 4, 5]
+
+
+def test_stage_two_and_explain_read_the_state_not_the_backbone(trained, tmp_path, monkeypatch):
+    out = trained.save(tmp_path / "idx")
+    back = Retriever.load(out, trained.model)
+    info = back.manifest["state"]
+    assert info["dtype"] == "float32" and set(info["shapes"]) == {"global", "mvsa"}
+    assert info["bytes_per_image"] == 4 * sum(int(np.prod(v)) for v in info["shapes"].values())
+    assert all(isinstance(v, np.memmap) for v in back.state.values())  # memory-mapped, not read into RAM
+    assert f"{info['bytes_per_image']:,} B/image" in repr(back)
+    want = back.search_text(QUERY, k=5, rerank=12)
+    ex = back.explain(want[0]["index"], QUERY)
+    monkeypatch.setattr(trained.model.backbone, "forward", lambda *a: pytest.fail("image backbone ran"))
+    assert back.search_text(QUERY, k=5, rerank=12) == want
+    again = back.explain(want[0]["index"], QUERY)
+    assert again.maps.keys() == ex.maps.keys() and np.array_equal(again.maps["mvsa"], ex.maps["mvsa"])
+    assert again.score == pytest.approx(want[0]["score"], abs=1e-5)
+
+
+def test_index_from_before_the_state_asks_for_a_rebuild(built, model, tmp_path):
+    out = shutil.copytree(built[1], tmp_path / "idx")
+    man = json.loads((out / "manifest.json").read_text())
+    man["format"] = 1
+    del man["state"]
+    (out / "manifest.json").write_text(json.dumps(man))
+    shutil.rmtree(out / "state")
+    with pytest.raises(ValueError, match=r"before the cached image state.*rebuild it with `rsdemo index"):
+        Retriever.load(out, model)
+    with pytest.raises(ValueError, match="state dtype 'bfloat16'"):
+        Retriever.build(model, built[0].paths[:2], progress=False, state="bfloat16")
 
 
 def test_separable_model_returns_stage_one(gallery, monkeypatch):
@@ -209,6 +247,9 @@ def test_shards_merge_equals_single_build(model, gallery, tmp_path, monkeypatch)
     single = Retriever.build(model, gallery, kind="flat", progress=False)
     assert merged.paths == single.paths
     np.testing.assert_allclose(merged.embeddings, single.embeddings, atol=1e-5)
+    assert merged.manifest["state"] == single.manifest["state"]
+    for k in single.state:
+        np.testing.assert_allclose(merged.state[k], single.state[k], atol=1e-3)
     assert [h["path"] for h in merged.search_text(QUERY, k=20, rerank=False)] == \
         [h["path"] for h in single.search_text(QUERY, k=20, rerank=False)]
     assert Retriever.load(tmp_path / "m", model).paths == single.paths
