@@ -70,7 +70,7 @@ class DualEncoder(SeedModel):
         w = F.normalize(words[0, :T].float(), dim=-1)                                   # [T, d]
         maps = {"patch_sim": (pos @ self.normalize(t)[0]).cpu().numpy(),
                 "word_sim": torch.einsum("hwd,td->thw", pos, w).cpu().numpy()}
-        s = float((self.state_embedding(st)[:1] @ self.normalize(t).T)[0, 0])
+        s = float((self.normalize(st["global"][:1]) @ self.normalize(t).T)[0, 0])  # dual-label: its fused score
         return Explanation(maps, self.tokens(text, mask), s)
 
 
