@@ -15,10 +15,11 @@ score strictly higher than s, plus, under the default "pessimistic" rule, the nu
 exactly s; under the "optimistic" rule equal scores are placed below. The query is a hit at K when rank < K. Other
 correct captions never count against an image query. The rule depends only on the scores, never on the order of
 rows or columns, so a constant similarity matrix scores 0 (pessimistic) unless K reaches the number of candidates.
-A tie is exact float equality, nothing looser: identical inputs (a duplicated image, a repeated caption) score
-exactly equal on every machine, so they are ties everywhere; two different candidates whose scores differ by 1e-7
-are not tied, they are ordered. Such near-ties may swap on another CPU, whose kernels round differently: that is
-float drift, not a tie, and rsdemo.drift bounds what it can do to a recall (docs/REPRODUCIBILITY.md).
+A tie is exact float equality, nothing looser. model_scores gives identical captions (UCM repeats most of its
+captions across images) the very same column, so they tie exactly on every machine; computed apart they could
+differ in the last bits depending on the CPU. Two different candidates whose scores differ by 1e-7 are not tied,
+they are ordered; such near-ties may swap on another CPU, whose kernels round differently: that is float drift,
+not a tie, and rsdemo.drift bounds what it can do to a recall (docs/REPRODUCIBILITY.md).
 
 Recalls are percentages (0-100); mR is the mean of all reported recalls (the six of K = 1, 5, 10 by default).
 """
@@ -166,7 +167,19 @@ def model_scores(model, ds, batch_size: int = 64) -> tuple[np.ndarray, np.ndarra
     finally:
         model.train(was)
     e = torch.cat(embed).numpy()
-    return (torch.cat(full).numpy(), e) if full else (e, None)
+    out = (torch.cat(full).numpy(), e) if full else (e, None)
+    return tuple(same_text_same_score(m, texts) if m is not None else None for m in out)
+
+
+def same_text_same_score(sim: np.ndarray, texts: list[str]) -> np.ndarray:
+    """Every caption column set to the column of the first caption with the same text, so identical captions tie
+    exactly. Computed apart, they can differ in the last bits (their batch position changes the kernel's summing
+    order, differently on each CPU), and the pessimistic tie rule would then turn float noise into a rank change."""
+    first: dict[str, int] = {}
+    src = np.array([first.setdefault(t, j) for j, t in enumerate(texts)], dtype=np.intp)
+    if (src == np.arange(len(texts))).all():
+        return sim
+    return np.ascontiguousarray(sim[:, src])
 
 
 def evaluate_model(model, ds, batch_size: int = 64, ties: str = "pessimistic") -> dict:
