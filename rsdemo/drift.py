@@ -290,15 +290,58 @@ def measure(names=None, ucm: bool = True, keep: str | None = None) -> dict:
                 d = float(np.max(np.abs(s[what].astype(np.float64) - base[card][what])))
                 scale = float(np.max(np.abs(base[card][what])))
                 m = recall(s[what], s["owner"])
+                b = recall_bounds(s[what], s["owner"], tolerance(s[what]))
+                want = ({"mr": c["metrics"][split]["mr_embed"]} if what == "embed" else
+                        {k: v for k, v in c["metrics"][split].items() if k.startswith(("i2t", "t2i")) or k == "mr"})
                 row[what] = {"max_drift": d, "max_abs_score": scale, "rel_drift": d / scale,
                              "bitwise_equal": bool(np.array_equal(s[what], base[card][what])),
-                             "metrics": {k: v for k, v in m.items() if k.startswith(("i2t", "t2i", "mr"))}}
+                             "metrics": {k: v for k, v in m.items() if k.startswith(("i2t", "t2i", "mr"))},
+                             "interval": {k: list(v) for k, v in b.items()},
+                             "card_inside": all(b[k][0] - 1e-9 <= v <= b[k][1] + 1e-9 for k, v in want.items())}
                 worst = max(worst, d / scale)
             rows[n] = row
         report["cards"][card] = {"split": split, "card": {k: v for k, v in c["metrics"][split].items()
                                                           if k.startswith(("i2t", "t2i", "mr"))}, "settings": rows}
     report["max_rel_drift"] = worst
+    report["tolerance"] = {"measured": MEASURED, "safety": SAFETY, "relative": TOLERANCE}
     return report
+
+
+def summary(rep: dict) -> str:
+    """Markdown tables of a measure() report: per setting, and per metric (largest change against the default)."""
+    out = ["| setting | max abs score drift | max relative | matrices bitwise = default | metrics moved vs default "
+           "(card: metric points) | cards inside the interval |", "|---|---|---|---|---|---|"]
+    per_metric: dict[str, list] = {}
+    vs_card: dict[str, list] = {}
+    for n in rep["settings"]:
+        d = rel = 0.0
+        same = total = inside = 0
+        moved = []
+        for card, r in rep["cards"].items():
+            for what, v in r["settings"][n].items():
+                d, rel, total = max(d, v["max_drift"]), max(rel, v["rel_drift"]), total + 1
+                same += v["bitwise_equal"]
+                inside += v["card_inside"]
+                ref = r["settings"]["default"][what]["metrics"]
+                for k, x in v["metrics"].items():
+                    name = "mr_embed" if (what == "embed" and k == "mr") else k
+                    if what == "embed" and k != "mr":
+                        continue
+                    delta = x - ref[k]
+                    per_metric.setdefault(name, []).append((abs(delta), card, n))
+                    if name in r["card"]:
+                        vs_card.setdefault(name, []).append((abs(x - r["card"][name]), card, n))
+                    if abs(delta) > 1e-9:
+                        moved.append(f"{card}: {name} {delta:+.2f}")
+        out.append(f"| {n} | {d:.3g} | {rel:.3g} | {same} of {total} | {'; '.join(moved) or 'none'} | "
+                   f"{inside} of {total} |")
+    out += ["", "| metric | largest change vs default (points) | where | largest difference from the card (points) "
+            "| where |", "|---|---|---|---|---|"]
+    for k, rows in per_metric.items():
+        big, card = max(rows), max(vs_card.get(k, [(0.0, "", "")]))
+        out.append(f"| {k} | {big[0]:.2f} | {big[1] + ' under ' + big[2] if big[0] > 1e-9 else '-'} | "
+                   f"{card[0]:.2f} | {card[1] + ' under ' + card[2] if card[0] > 1e-9 else '-'} |")
+    return "\n".join(out)
 
 
 def record(ucm: bool = True) -> list[str]:
@@ -344,7 +387,8 @@ def main(argv=None) -> int:
     rep = measure(a.settings, ucm=not a.no_ucm, keep=a.keep)
     if a.json:
         Path(a.json).write_text(json.dumps(rep, indent=1) + "\n")
-    print(f"{rep['cpu']} (ATen {rep['isa']}); largest relative score drift {rep['max_rel_drift']:.3g}")
+    print(f"{rep['cpu']} (ATen {rep['isa']}); largest relative score drift {rep['max_rel_drift']:.3g}; "
+          f"tolerance {TOLERANCE:.3g} = {MEASURED:.3g} x {SAFETY:g}")
     for card, r in rep["cards"].items():
         for n, row in r["settings"].items():
             for what, v in row.items():
@@ -352,7 +396,10 @@ def main(argv=None) -> int:
                 moved = {k: round(v["metrics"][m] - r["card"][k], 4) for k, m in keys.items() if k in r["card"]}
                 moved = {k: x for k, x in moved.items() if x}
                 print(f"{card:<22} {what:<5} {n:<15} drift {v['max_drift']:.3g} (rel {v['rel_drift']:.3g})"
-                      f"{' bitwise' if v['bitwise_equal'] else ''}  vs card: {moved or 'equal'}")
+                      f"{' bitwise' if v['bitwise_equal'] else ''}  vs card: {moved or 'equal'}"
+                      f"{'' if v['card_inside'] else '  CARD OUTSIDE THE INTERVAL'}")
+    print()
+    print(summary(rep))
     return 0
 
 
