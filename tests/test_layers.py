@@ -152,6 +152,24 @@ def test_registry_and_file_helpers_are_leaves():
         "rsdemo.models.options"}, "the factory builds on the registry (and the options) only"
 
 
+# The bottom layers, lowest first: a module in one imports only from its own layer or those below. Everything else
+# (checkpoint, features, evaluate, explain, training, index, demo, ui, page, cli) sits above them.
+LAYERS = [("rsdemo.files", "rsdemo.version"), ("rsdemo.data",), ("rsdemo.losses", "rsdemo.models")]
+
+
+def _layer(mod: str) -> int | None:
+    for i, names in enumerate(LAYERS):
+        if any(mod == n or mod.startswith(n + ".") for n in names):
+            return i
+    return None
+
+
+def test_bottom_layers_import_only_downwards():
+    bad = [f"{mod} -> {dep}" for mod, deps in _graph().items() if _layer(mod) is not None
+           for dep in deps if _layer(dep) is None or _layer(dep) > _layer(mod)]
+    assert not bad, "a lower layer imports a higher one: " + "; ".join(sorted(bad))
+
+
 def test_function_level_imports_only_for_heavy_or_optional_dependencies():
     bad = []
     for mod, target, line, inner in _imports():
