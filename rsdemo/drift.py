@@ -25,6 +25,7 @@ the repository) holds the UCM data; UCM cards are skipped without it.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -35,7 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .evaluate import KS, ranks
+from .data.formats import open_dataset
+from .evaluate import KS, model_scores, ranks, recall, same_text_same_score
+from .files import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,8 +136,6 @@ def tolerance(sim) -> float:
 def check(card: dict, split: str, full, embed, owner, now: dict | None = None) -> list[str]:
     """Differences between a card's metrics on `split` and scores computed here ([] when it reproduces): exact on
     the kernels that wrote the card, else within recall_bounds at tolerance(scores)."""
-    from .evaluate import recall
-
     exact = same_kernels(card, now)
     want = card["metrics"][split]
     problems = []
@@ -157,7 +158,7 @@ def check(card: dict, split: str, full, embed, owner, now: dict | None = None) -
 # ---- evaluating the committed cards ----------------------------------------------------------------------------
 def card_dir() -> Path:
     """The committed cards' folder (rsdemo.checkpoint.CHECKPOINT_DIR)."""
-    from .checkpoint import CHECKPOINT_DIR
+    from .checkpoint import CHECKPOINT_DIR   # loads torch: after a worker has set the kernel variables
 
     return CHECKPOINT_DIR
 
@@ -192,9 +193,7 @@ def _local(spec: str | None) -> str | None:
 
 def card_scores(path: Path) -> dict:
     """{"split", "full", "embed", "owner"}: the card's checkpoint scored on the card's data and split, here."""
-    from .checkpoint import load
-    from .data.formats import open_dataset
-    from .evaluate import model_scores
+    from .checkpoint import load   # loads torch: after a worker has set the kernel variables
 
     card = json.loads(Path(path).read_text())
     split = card_split(card)
@@ -264,8 +263,6 @@ def measure(names=None, ucm: bool = True, keep: str | None = None) -> dict:
         names.insert(0, "default")
     with tempfile.TemporaryDirectory(prefix="rsdemo-drift-") as tmp:
         runs = {n: run_setting(n, Path(keep or tmp) / f"{n}.npz", ucm, reuse=bool(keep)) for n in names}
-    from .data.formats import open_dataset
-    from .evaluate import recall, same_text_same_score
 
     base = runs["default"]
     report = {"cpu": base["kernels"]["cpu"], "isa": base["kernels"]["isa"], "settings": {}, "cards": {}}
@@ -347,8 +344,6 @@ def summary(rep: dict) -> str:
 def record(ucm: bool = True) -> list[str]:
     """Writes this process's kernel_setting() as "kernels" into every committed card that has no record yet and
     whose numbers it reproduces exactly (its metrics untouched); returns a line per card saying what it did."""
-    from .files import write_text
-
     now, out = kernel_setting(), []
     for p in cards(ucm):
         card = json.loads(p.read_text())
@@ -367,8 +362,6 @@ def record(ucm: bool = True) -> list[str]:
 
 
 def main(argv=None) -> int:
-    import argparse
-
     p = argparse.ArgumentParser(prog="python -m rsdemo.drift", description=__doc__.split("\n\n")[0])
     p.add_argument("--worker", metavar="OUT.npz", help="(internal) score every card under this process's kernels")
     p.add_argument("--settings", nargs="*", help=f"which of {', '.join(SETTINGS)} (default: all this CPU runs)")

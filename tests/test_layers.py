@@ -38,6 +38,8 @@ LAZY_MODULES = {
 # Package-internal lazy imports that stand for a heavy dependency: (importer, imported) -> why.
 LAZY_INTERNAL = {
     ("rsdemo.evaluate", "rsdemo.features"): "features loads torch and the backbones; recall() stays numpy-only",
+    ("rsdemo.drift", "rsdemo.checkpoint"): "checkpoint loads torch, which must start after a worker process has set "
+                                          "the kernel variables (MKL_CBWR, ...) it measures",
 }
 HEAVY = ("torch", "gradio", "faiss", "plotly", "open_clip", "transformers", "timm", "torchvision", "pandas")
 
