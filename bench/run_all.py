@@ -39,7 +39,7 @@ TITLE = ("# Benchmarks\n\nEvery figure here is written by a script in bench/; `p
 FULL = {
     "encode": {"batch": 16, "repeats": 3, "text_batch": 64},
     "search": ["--sizes", "1000", "10000", "100000", "1000000", "--build-threads", str(os.cpu_count() or 1)],
-    "rerank": {"gallery": 100, "ks": (10, 25, 50, 100), "n_queries": 3, "repeats": 1},
+    "rerank": {"gallery": 100, "ks": (10, 25, 50, 100), "n_queries": 3, "repeats": 1, "build_images": 50},
     "explain": {"repeats": 3},
     "train": {"batch": 16, "steps": 2, "data": "synthetic:120"},
     "e2e": {"clients": (1, 8), "n_queries": 24},
@@ -145,6 +145,14 @@ def headline(data: dict) -> list[str]:
                     f"{worst['dim']}, where raw FAISS doing the same job takes {worst['raw_ms'] * 1e3:.0f} us and the "
                     f"layer adds "
                     f"{(worst['rsdemo_ms'] - worst['raw_ms']) * 1e3:.1f} us).")
+    rer = data.get("rerank")
+    if rer and rer.get("models"):
+        k = 50 if 50 in rer["ks"] else rer["ks"][-1]
+        worst = max(rer["models"].items(), key=lambda kv: kv[1]["state"][k] / kv[1]["stage1_ms"])
+        name, w = worst
+        out.append(f"- Stage-2 rerank at K={k} from the cached image state: at most "
+                   f"**{w['state'][k] / w['stage1_ms']:.1f}x** "
+                   f"stage 1 alone ({name}; from the pixels: {w['pixels'][k] / w['stage1_ms']:.0f}x).")
     e2e = data.get("e2e")
     if e2e and e2e.get("clients"):
         one = e2e["clients"].get("1")

@@ -190,7 +190,8 @@ def _embed_group(model, paths, batch_size, pool, bar, state="float16"):
 def embed_shard(model, paths, rank=None, world=None, out="shards", batch_size=32, progress=True,
                 state="float16") -> Path:
     """Embeds the rank-th contiguous slice of the sorted gallery into out/shard-RRRRR-of-WWWWW.npy (+ .state.npz,
-    the image state in `state` precision, and .json with its paths, skipped files and model identity). rank/world default to $RANK/$WORLD_SIZE, so
+    the image state in `state` precision, and .json with its paths, skipped files and model identity).
+    rank/world default to $RANK/$WORLD_SIZE, so
     `torchrun --nnodes=... --nproc_per_node=... script.py` runs one slice per process (move the model to
     cuda:$LOCAL_RANK first). Finished shards are skipped on a rerun; a shard interrupted midway resumes from its
     chunks. `Retriever.merge(out, model, index_dir)` then joins them.

@@ -217,12 +217,13 @@ class Retriever:
         if not isinstance(text, str) or not text.strip():
             raise ValueError("empty query")
         k = _check_k(k)
-        with _inference(self.model):
-            q = _vectors(self.model.encode_text([text]))
         second = rerank is not False and not self.model.separable
+        with _inference(self.model):
+            texts = self.model.text_state([text]) if second else [text]   # the text encoded once for both stages
+            q = _vectors(self.model.encode_text(texts))
         ids, scores = self._nearest(self.index, q, max(k, self._shortlist(rerank)) if second else k)
         if second:
-            scores = self._rescore(ids, text)
+            scores = self._rescore(ids, texts)
             order = np.argsort(-scores, kind="stable")
             ids, scores = ids[order], scores[order]
         return [{"rank": i + 1, "path": self.paths[j], "score": float(s), "index": int(j)}
@@ -338,16 +339,17 @@ class Retriever:
                 return self.model.explain_state(self.state_rows([j]), text)
             return self.model.explain(self._prepared(j), text)
 
-    def _rescore(self, ids, text: str) -> np.ndarray:
+    def _rescore(self, ids, texts) -> np.ndarray:
+        """Full scores of gallery images `ids` against one text (a list of it, or the model's text_state)."""
         if self.state:  # the shortlist's cached image state: no image backbone runs
             with _inference(self.model):
-                return self.model.score_state(self.state_rows(ids), [text])[:, 0].float().cpu().numpy()
+                return self.model.score_state(self.state_rows(ids), texts)[:, 0].float().cpu().numpy()
         out = []
         with _inference(self.model):
             for s in range(0, len(ids), self.batch_size):
                 batch = torch.stack([self._prepared(int(j)) for j in ids[s:s + self.batch_size]])
                 batch = batch.to(self.model.device)
-                out.append(self.model.score(batch, [text])[:, 0].float().cpu().numpy())
+                out.append(self.model.score(batch, texts)[:, 0].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

@@ -31,7 +31,9 @@ def test_every_benchmark_at_toy_size(tmp_path):
     assert re.search(r"\| amfmn-slim \| 128 \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("encode"))
     assert re.search(r"\| flat \(exact\) \| .*\| 1\.0x \|", section("search"))
     assert re.search(r"\| ivf-pq nprobe=32 \+ exact refine", section("search"))
-    assert re.search(r"\| amfmn-slim \| checkpoint \| [\d.]+ \| [\d.]+ \(\d+x\)", section("rerank"))
+    assert re.search(r"\| amfmn-slim \| checkpoint \| [\d.]+ \| state \| [\d.]+ \([\d.]+x\)", section("rerank"))
+    assert re.search(r"\| amfmn-slim \| checkpoint \| [\d.]+ \| pixels \| [\d.]+ \([\d.]+x\)", section("rerank"))
+    assert re.search(r"\| clip-tiny \| [\d,]+ \| [\d.]+ \| [\d.]+ \([\d.]+x\)", section("rerank"))  # build costs
     assert "clip-tiny" in section("rerank")  # named as separable: no stage 2
     assert re.search(r"\| clip-tiny \| checkpoint \| patch_sim \| [\d.]+ \| [\d.]+ \([\d.]+x\)", section("explain"))
     assert re.search(r"\| amfmn-slim \| cpu \| 128 \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("train"))

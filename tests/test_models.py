@@ -94,6 +94,9 @@ def test_score_from_state(name, gallery16):
         assert torch.allclose(m.state_embedding(st), m.encode_image(x), atol=1e-5)
         s32 = m.score_state({k: v.numpy() for k, v in st.items()}, caps)
         s16 = m.score_state({k: v.half().numpy() for k, v in st.items()}, caps)
+        ts = m.text_state(caps)  # the text encoded once serves both stages of a search
+        assert torch.allclose(m.encode_text(ts), m.encode_text(caps), atol=1e-6)
+        assert torch.allclose(m.score_state(st, ts), pix, atol=1e-6)
     assert (s32 - pix).abs().max() <= 1e-5
     err = float((s16 - pix).abs().max())
     assert err <= 1e-3, err

@@ -9,7 +9,8 @@ file) turns into the objective. The model never trains itself: rsdemo.training d
 The split contract (score and explain without the image backbone): image_state(images) computes everything score
 and explain read from an image -- a dict of tensors, each with the batch first (pooled feature, region features,
 regional slots, saliency maps, per-position embeddings) -- and score_state(state, texts) / explain_state(state,
-text) read only that dict and the texts. score(images, texts) is score_state(image_state(images), texts) and
+text) read only that dict and the texts (or text_state(texts): the text side computed once for both stages).
+score(images, texts) is score_state(image_state(images), texts) and
 explain(image, text) is explain_state(image_state(image), text): one implementation, so a state cached at index
 time (rsdemo.index stores it, float16 by default) scores exactly as the pixels do. state_embedding(state) is the
 stage-1 embedding, so an index computes both in one pass. A model implements image_state (or only encode_image:
@@ -138,6 +139,11 @@ class RetrievalModel(nn.Module):
     def explain_state(self, state: dict, text: str) -> Explanation:
         """The model's own maps of the first image of a state against text."""
         raise NotImplementedError(f"{type(self).__name__} explains from pixels only (no explain_state)")
+
+    def text_state(self, texts):
+        """The text side computed once, accepted wherever texts are (encode_text, score_state): a search that needs
+        both the stage-1 query embedding and the full score encodes its text once (default: the texts as given)."""
+        return texts
 
     def score(self, images, texts) -> torch.Tensor:
         return self.score_state(self.image_state(images), texts)

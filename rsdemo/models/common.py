@@ -13,7 +13,7 @@ papers' losses start from).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -24,6 +24,13 @@ from .backbones import (CachedImages, CachedWords, ImageBackbone, MiniLMText, Te
                         masked_mean)
 from .base import CamTarget, RetrievalModel
 from .options import Options
+
+
+class TextState(NamedTuple):
+    """The text side computed once (text_state): word features [M, T, d], mask [M, T], masked mean [M, d]."""
+    words: torch.Tensor
+    mask: torch.Tensor
+    mean: torch.Tensor
 
 
 @dataclass(kw_only=True)
@@ -106,6 +113,8 @@ class SeedModel(RetrievalModel):
 
     def _words(self, texts):
         """Word features [M, T, d], mask [M, T], global text feature [M, d] (masked mean)."""
+        if isinstance(texts, TextState):
+            return texts
         if isinstance(texts, CachedWords):
             raw, mask = texts
             words, mask = self.text.project(raw.to(self.device, torch.float32), mask.to(self.device))
@@ -113,6 +122,9 @@ class SeedModel(RetrievalModel):
             ids, second = self._texts(texts)   # lengths (GRU, stay on CPU for packing) or attention mask
             words, mask = self.text(ids.to(self.device), second)
         return words, mask, masked_mean(words, mask)
+
+    def text_state(self, texts) -> TextState:
+        return TextState(*self._words(texts))
 
     def rebuilt_at_load(self) -> list[str]:
         """State-dict prefixes a checkpoint leaves out: frozen pretrained encoders, rebuilt from their pip packages
