@@ -4,7 +4,7 @@ A model gives outputs (forward) and registers its loss beside it; everything her
 to the model only through the contract's hooks (rsdemo.models.base):
 
 - loop.py: TrainArgs and train(): the epoch/step loop, periodic evaluation, best/last checkpoints.
-- step.py: TrainStep, the module DDP wraps: the model's forward plus its registered loss.
+- step.py: TrainStep, the module DDP wraps: the model's forward plus its registered loss; optimise(), one step.
 - optim.py: the optimiser (parameter groups from the model) and the per-step learning-rate schedule.
 - distributed.py: torchrun set-up (rank, world, device), the DDP wrapper, barriers.
 - inputs.py: the training pairs and their per-step batches: images decoded once, or frozen encoders' cached

@@ -7,8 +7,9 @@ What we decided:
 - Checkpoints in OUT/: last.state.pt (rsdemo.training.state: every `save_every` steps, at each epoch end, and when
   `max_minutes` is spent), best.safetensors / last.safetensors with their model cards (rsdemo.training.cards).
   Every write is atomic.
-- AMP (bf16 autocast) on CUDA (train.amp), gradient clipping (train.grad_clip), periodic evaluation with
-  rsdemo.evaluate, DDP under `torchrun --nproc_per_node=N` (rsdemo.training.distributed).
+- One optimisation step (rsdemo.training.step.optimise): AMP (bf16 autocast) on CUDA (train.amp), gradient
+  clipping (train.grad_clip). Periodic evaluation with rsdemo.evaluate; DDP under `torchrun --nproc_per_node=N`
+  (rsdemo.training.distributed).
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from ..models.registry import arch_class, model_config
 from . import distributed, optim, state
 from .cards import card, card_metrics
 from .inputs import Batches
-from .step import TrainStep
+from .step import TrainStep, optimise
 
 
 @dataclass
@@ -113,7 +114,7 @@ def train(a: TrainArgs) -> dict:
             prog.epoch, prog.step, prog.elapsed = epoch, step, seconds()
             state.save(state_path, model, opt, sched, prog)
 
-    amp = dev.type == "cuda" and tcfg.amp
+    amp = dev.type == "cuda" and tcfg.amp   # bf16 autocast
     start_epoch, start_step = prog.epoch, prog.step
     stopped = False
     for epoch in range(start_epoch, epochs):
@@ -124,19 +125,8 @@ def train(a: TrainArgs) -> dict:
             from tqdm import tqdm  # progress bars only when asked for
             it = tqdm(it, desc=f"epoch {epoch + 1}/{epochs}", unit="step", initial=first, total=steps_per_epoch)
         for step in it:
-            images, texts, caps, labels, img_idx = batches.step(epoch, step, rank, world)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
-                res = net(images, texts, caps, labels, img_idx)
-            loss = res["loss"].float()
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1} step {step}: "
-                                         f"lower the learning rate ({lr})")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-            opt.step()
-            sched.step()
+            loss = optimise(net, model, opt, sched, batches.step(epoch, step, rank, world), tcfg.grad_clip, amp,
+                            dev.type, where=f"epoch {epoch + 1} step {step}", lr=lr)
             if a.progress and rank == 0 and hasattr(it, "set_postfix"):
                 it.set_postfix(loss=f"{loss.item():.4f}", lr=f"{sched.get_last_lr()[0]:.2e}")
             if (step + 1) % a.save_every == 0 and step + 1 < steps_per_epoch:

@@ -4,9 +4,11 @@ What we decided: DistributedDataParallel syncs the gradients of whatever its wra
 the module DDP wraps must compute the loss. The model's own forward only gives outputs (scores, embeddings, maps);
 TrainStep holds the model as a submodule (the same parameters, so nothing is copied) and calls model then loss.
 Checkpoints save the model, never this wrapper, so state-dict key names stay the model's.
+optimise() is one optimisation step around it (autocast, backward, clipping, optimiser and schedule).
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..models.base import Pairs
@@ -23,3 +25,24 @@ class TrainStep(nn.Module):
         """{"loss": scalar, parts...} of one batch of matched pairs (image i <-> captions[i]); texts are the
         captions or their cached encoder outputs."""
         return self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
+
+
+def optimise(net: nn.Module, model: nn.Module, opt, sched, batch, grad_clip: float | None, amp: bool,
+             device_type: str, where: str, lr: float) -> torch.Tensor:
+    """One optimisation step on batch = (images, texts, captions, labels, image ids): the loss (bf16 autocast on
+    `device_type` when `amp`) through `net` (TrainStep, or DDP around it), backward, gradient clipping, optimiser
+    and schedule steps. Returns the loss; a non-finite one stops training with advice instead of corrupting the
+    weights."""
+    images, texts, caps, labels, img_idx = batch
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
+        res = net(images, texts, caps, labels, img_idx)
+    loss = res["loss"].float()
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss.item()} at {where}: lower the learning rate ({lr})")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    sched.step()
+    return loss
