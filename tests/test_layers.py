@@ -203,3 +203,19 @@ def _loaded(*args: str) -> set[str]:
 def test_package_import_and_help_load_no_heavy_library(args):
     heavy = _loaded(*args) & set(HEAVY)
     assert not heavy, f"python {' '.join(args)} imports {sorted(heavy)}: keep them behind the function that needs them"
+
+
+def test_every_module_is_in_the_module_map():
+    """docs/MODULES.md says what each module owns; a new module gets its line there."""
+    doc = PKG.parent / "docs" / "MODULES.md"
+    if not doc.is_file():
+        pytest.skip("no docs/ beside the package (an installed copy)")
+    lines = doc.read_text().splitlines()
+    missing = []
+    for path in MODULES.values():
+        rel = path.relative_to(PKG.parent).as_posix()
+        folder = rel.rpartition("/")[0] + "/"
+        if not any(f"`{rel}`" in ln or (f"`{folder}" in ln and (f"`{path.name}`" in ln or f", {path.name}" in ln
+                                                              or f"`{folder}{path.name}`" in ln)) for ln in lines):
+            missing.append(rel)
+    assert not missing, f"not in docs/MODULES.md (one line: what it owns): {missing}"
