@@ -67,7 +67,7 @@ def pick_model(client, wanted=None) -> str | None:
     names = [c.get("name") for c in cat] if isinstance(cat, list) else []
     if wanted:
         return wanted
-    return "amfmn-slim" if "amfmn-slim" in names else (names[0] if names else None)
+    return names[0] if names else None   # the page's default: the catalogue lists it first
 
 
 def timed(client, query: str, model, k: int) -> float:
@@ -108,6 +108,31 @@ def concurrent(url: str, n_clients: int, qs: list[str], model, k: int, per_clien
     return np.array(lat), wall
 
 
+def pixels_arm(d, model, qs, k):
+    """(state, pixels) in-process latencies [s] of Demo.search_text, alternating query by query between the
+    model's index as built (its cached image state) and the same index without the state (stage 2 from the
+    pixels); None for a separable model (no stage 2)."""
+    from rsdemo.index import Retriever
+
+    r = d.retriever(model)
+    if r.model.separable or not r.state:
+        return None
+    key = next(key for key, v in d._retrievers.items() if v is r)
+    px = Retriever(r.model, r.embeddings, r.index, {**r.manifest, "state": None})
+    px.search_text(qs[0], k=k)  # warm-up: decodes the shortlist once, as a long-running app would have
+    out = ([], [])
+    try:
+        for q in qs:
+            for arm, idx in ((0, r), (1, px)):
+                d._retrievers[key] = idx
+                t = time.perf_counter()
+                d.search_text(q, model, k)
+                out[arm].append(time.perf_counter() - t)
+    finally:
+        d._retrievers[key] = r
+    return np.array(out[0]), np.array(out[1])
+
+
 def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print) -> tuple[str, dict]:
     from gradio_client import Client
 
@@ -126,7 +151,7 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
         warm = qs[:min(3, n_queries)]
         for q in warm:  # warm-up: model loading, index, first request
             timed(c, q, model, k)
-        base = None
+        base = before = None
         try:
             from rsdemo.demo import Demo
 
@@ -139,6 +164,7 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
                 d.search_text(q, model, k)
                 t.append(time.perf_counter() - s)
             base = np.array(t)
+            before = pixels_arm(d, model, qs[:n_queries], k)
         except Exception as e:  # noqa: BLE001 - the API figures stand without the in-process baseline
             log(f"  e2e: in-process baseline failed: {type(e).__name__}: {e}")
         res = {}
@@ -160,11 +186,20 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
              f"model, {k}, api_name=\"{ENDPOINT}\")` from threads of this process, each client its own Client, "
              f"queries back to back. Model `{model}`. Latency: one request to its top-{k} JSON, p50/p95 over all "
              f"requests. Baseline: `rsdemo.demo.Demo.search_text` called in-process on the same queries "
-             f"({n_queries} calls). Ratio: API p50 / in-process p50.", "",
+             f"({n_queries} calls). Ratio: API p50 / in-process p50."
+             + (" The two `stage 2 from` rows run the same in-process searches alternately with the index's cached "
+                "image state (what the app does) and without it (the shortlist's images reloaded and re-encoded, "
+                "what every text query did before the state was cached): their ratio is the state's gain, "
+                "measured in one run." if before is not None else ""), "",
              "| clients | requests | p50 ms | p95 ms | requests/s | p50 vs in-process |", "|---|---|---|---|---|---|"]
     if base is not None:
         lines.append(f"| in-process Demo.search_text (baseline) | {len(base)} | {np.median(base) * 1e3:.1f} | "
                      f"{np.percentile(base, 95) * 1e3:.1f} | {len(base) / base.sum():.1f} | 1.0x |")
+    if before is not None:
+        for arm, t in (("state", before[0]), ("pixels", before[1])):
+            lines.append(f"| in-process, stage 2 from the {arm} (interleaved) | {len(t)} | {np.median(t) * 1e3:.1f} | "
+                         f"{np.percentile(t, 95) * 1e3:.1f} | {len(t) / t.sum():.1f} | "
+                         f"{np.median(t) / np.median(base):.1f}x |")
     for n, r in res.items():
         ratio = f"{r['p50_ms'] / (np.median(base) * 1e3):.1f}x" if base is not None else "n/a"
         lines.append(f"| {n} | {r['count']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['qps']:.1f} | {ratio} |")
@@ -172,6 +207,8 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
               "p50 grows with the number of clients while requests/s shows what the server sustains.", ""]
     data = {"model": model, "clients": {str(n): r for n, r in res.items()},
             "baseline_p50_ms": float(np.median(base)) * 1e3 if base is not None else None}
+    if before is not None:
+        data["state_p50_ms"], data["pixels_p50_ms"] = (float(np.median(t)) * 1e3 for t in before)
     return "\n".join(lines), data
 
 
