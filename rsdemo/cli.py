@@ -219,7 +219,8 @@ def _eval_grounding(a) -> int:
         if a.dev_blocks or a.image_size or a.border or a.gradient:
             raise ValueError("--write stores the val-split results at the models' own settings; --dev-blocks, "
                              "--image-size, --border and --gradient runs are for choosing levers (printed only)")
-        cmd = ["rsdemo eval-explain --real"] + (["--models", *a.models] if a.models else [])
+        # without --models: a run per model (--models M) writes the same rows as one run over all of them
+        cmd = ["rsdemo eval-explain --real"]
         for opt, v, default in (("--data", a.data, "synthetic"), ("--images", a.images, None),
                                 ("--multilabels", a.multilabels, None), ("--mosaics", a.mosaics, 100),
                                 ("--rise-images", a.rise_images, 21), ("--per-object", a.per_object, 4),

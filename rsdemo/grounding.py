@@ -453,8 +453,30 @@ def grounding_table(results: dict[str, dict]) -> str:
 def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path | None | bool = True,
                   folder: Path | None = None) -> list[Path]:
     """Stores the "grounding" section (model x map) and, with multi-labels, "grounding_objects" (object-word
-    retrieval), then regenerates docs/RESULTS.md. setup: mosaics, per_object, images, steps, seed, split, size."""
-    folder = folder or sections.DIR
+    retrieval), then regenerates docs/RESULTS.md. setup: mosaics, per_object, images, steps, seed, split, size.
+
+    Rows of other models already stored with the same setup are kept (a run per model adds or replaces its own
+    rows; runs in parallel take turns through a lock file), so one model can be re-measured alone."""
+    import fcntl
+
+    folder = Path(folder or sections.DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".grounding.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        old = sections.load("grounding", folder)
+        if old.get("setup") == setup:
+            kept = {r["model"] for r in old["rows"]} - set(results)
+            mine = rows(results)
+            results_rows = [r for r in old["rows"] if r["model"] in kept] + mine
+            old_obj = [r for r in sections.rows("grounding_objects", folder) if r["model"] in kept]
+        else:
+            results_rows, old_obj = rows(results), []
+        by_model = lambda r: r["model"]                     # noqa: E731  (stable: maps keep their order)
+        return _write(sorted(results_rows, key=by_model), sorted(old_obj + object_rows(results), key=by_model),
+                      setup, command, doc, folder)
+
+
+def _write(map_rows, obj, setup, command, doc, folder) -> list[Path]:
     size = f" at {setup['image_size']} px input" if setup.get("image_size") else ""
     before = [
         f"`{command}`. Real UCM photos ({setup['split']} split){size}; the checkpoints are fixed, so one seed "
@@ -470,12 +492,12 @@ def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path
         f"normalised mean) or inserted (into a blurred copy) per step in the map's order; AUC of the mean curve "
         f"scaled so its end points are 0 and 1. `random`: a uniform random map at the model's map resolution; "
         f"`centre`: a centred Gaussian; `baseline_*`: as in the faithfulness section. Written by `rsdemo "
-        f"eval-explain --real` (rsdemo/grounding.py)."]
+        f"eval-explain --real` (rsdemo/grounding.py; `--models M` re-measures one model and keeps the others' "
+        f"rows)."]
     paths = [sections.save("grounding", {"title": "Grounding on real photos (UCM, grid pointing game, "
                                                   "deletion/insertion)",
-                                         "before": before, "columns": COLUMNS, "rows": rows(results)},
+                                         "before": before, "columns": COLUMNS, "rows": map_rows, "setup": setup},
                            doc=False, folder=folder)]
-    obj = object_rows(results)
     if obj:
         paths.append(sections.save("grounding_objects", {
             "title": "Object-word queries on real photos (UCM multi-labels)",

@@ -176,3 +176,18 @@ def test_gradient_maps_show_what_the_score_reads():
     maps = g.gradient_maps(ToyStateModel(), None, "x")
     assert set(maps) == {"grad_x_regions"}          # the read-out map has no graph, so no map
     assert maps["grad_x_regions"].tolist() == [[0.0, 6.0], [0.0, 0.0]]
+
+
+def test_write_results_per_model_keeps_the_other_models_rows(tmp_path):
+    def res(hit):
+        return {"maps": {"own": {"hit": hit, "energy": 30.0, "n": 4}},
+                "objects": {"ap": 60.0, "p_at_k": 70.0, "prevalence": 20.0, "k": 10, "objects": 2, "per_object": {}}}
+    setup = {"split": "val", "seed": 0, "mosaics": 4, "per_object": 1, "images": 1}
+    g.write_results({"a": res(1.0)}, setup, "c", doc=False, folder=tmp_path)
+    g.write_results({"b": res(2.0)}, setup, "c", doc=False, folder=tmp_path)
+    g.write_results({"a": res(3.0)}, setup, "c", doc=False, folder=tmp_path)
+    from rsdemo import results
+    assert [(r["model"], r["hit"]) for r in results.rows("grounding", tmp_path)] == [("a", 3.0), ("b", 2.0)]
+    assert [r["model"] for r in results.rows("grounding_objects", tmp_path)] == ["a", "b"]
+    g.write_results({"c": res(4.0)}, dict(setup, seed=1), "c", doc=False, folder=tmp_path)   # another setup
+    assert [r["model"] for r in results.rows("grounding", tmp_path)] == ["c"]
