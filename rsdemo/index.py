@@ -337,7 +337,7 @@ class Retriever:
         with _inference(self.model):
             if self.state and self.model.explains_state():
                 return self.model.explain_state(self.state_rows([j]), text)
-            return self.model.explain(self._prepared(j), text)
+            return self.model.explain(self._prepared(j)[None], text)   # a batch of one: any explain() takes it
 
     def _rescore(self, ids, texts) -> np.ndarray:
         """Full scores of gallery images `ids` against one text (a list of it, or the model's text_state)."""
