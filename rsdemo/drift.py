@@ -60,7 +60,7 @@ KERNEL_VARS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_DE
 
 # Largest measured |score drift| / max |score| over every card, matrix and setting (docs/REPRODUCIBILITY.md), and
 # the margin taken over it. Filled in from `python -m rsdemo.drift`.
-MEASURED = 2.46e-5
+MEASURED = 3.02e-5
 SAFETY = 10.0
 TOLERANCE = MEASURED * SAFETY
 
