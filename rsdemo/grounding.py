@@ -461,7 +461,12 @@ def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path
 
     folder = Path(folder or sections.DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".grounding.lock", "w") as lock:
+    import hashlib
+    import tempfile
+
+    # the lock lives outside the results folder (package data: nothing but section files there)
+    key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"rsdemo-grounding-{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = sections.load("grounding", folder)
         if old.get("setup") == setup:

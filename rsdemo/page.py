@@ -257,6 +257,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                     gr.Plot(ui.retrieval_figure("ucm", "val_mr", "UCM-captions, AMFMN split: mR (ours and "
                                                 "published)"), label="retrieval, UCM-captions")
                 gr.Plot(ui.faithfulness_figure(), label="heatmap faithfulness")
+                gr.Plot(ui.grounding_figure(), label="heatmaps on real photos")
                 card_pick = gr.Dropdown(demo.names(), value=demo.default, label="model card")
                 card = gr.JSON(act.card(demo.default))
 

@@ -185,3 +185,25 @@ def faithfulness_figure():
     fig.update_layout(title="Heatmaps: pointing game % on the synthetic masks", yaxis_title="pointing game %",
                       barmode="group", height=380, margin={"t": 50, "b": 40})
     return fig
+
+
+def grounding_figure():
+    """Real UCM photos (rsdemo/results/grounding.json): per model, its best own map's grid pointing hit rate
+    against the generic baselines and the random map; the 25% line is chance."""
+    import plotly.graph_objects as go
+
+    rows = [r for r in results.rows("grounding") if r.get("hit") is not None]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    hit = {(r["model"], r["map"]): r["hit"] for r in rows}
+    own = {m: max(((v, k[1]) for k, v in hit.items() if k[0] == m
+                   and not k[1].startswith("baseline") and k[1] not in ("random", "centre")), default=(0.0, "-"))
+           for m in models}
+    fig = go.Figure()
+    fig.add_bar(x=models, y=[own[m][0] for m in models], name="own map (best)",
+                text=[own[m][1] for m in models], textposition="outside")
+    for name in ("baseline_region_sim", "baseline_gradcam", "random"):
+        fig.add_bar(x=models, y=[hit.get((m, name), 0.0) for m in models], name=name)
+    fig.add_hline(y=25, line_dash="dot", annotation_text="chance")
+    fig.update_layout(title="Heatmaps on real photos: grid pointing game % (UCM 2x2 mosaics)",
+                      yaxis_title="hits %", barmode="group", height=380, margin={"t": 50, "b": 40})
+    return fig
