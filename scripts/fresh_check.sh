@@ -51,7 +51,7 @@ GRADIO_SERVER_PORT=$port python app.py > "$tmp/app.log" 2>&1 &
 app_pid=$!
 ready=0
 for _ in $(seq 1 600); do            # up to 10 minutes for the first start (it builds the demo gallery's index)
-    if curl -fsS -o /dev/null "http://127.0.0.1:$port/"; then ready=1; break; fi
+    if curl -fs -o /dev/null "http://127.0.0.1:$port/"; then ready=1; break; fi
     kill -0 "$app_pid" 2>/dev/null || break
     sleep 1
 done
