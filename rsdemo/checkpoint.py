@@ -114,6 +114,8 @@ def load(path, device: str | None = None):
         model = build(cfg, meta.get("name"), vocab=vocab)
     except RuntimeError as e:  # a left-out pretrained encoder whose weights are not installed
         raise ValueError(f"{path}: cannot rebuild its frozen encoders {list(rebuilt)}: {e}") from None
+    except ValueError as e:  # its config names options its architecture does not have (another model's file)
+        raise ValueError(f"{path}: checkpoint does not fit model {meta.get('name')!r} ({e})") from None
     ref = model.state_dict()
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     try:

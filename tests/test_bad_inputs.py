@@ -333,7 +333,7 @@ def _checkpoint(kind):
 
 
 CHECKPOINTS = {
-    "other model": r"does not fit model 'ccnet-slim' \(missing \[",
+    "other model": r"does not fit model 'ccnet-slim' \(ccnet-slim: unknown option 'mvsa_dim'; valid options: .*use_tam",
     "other dim": r"does not fit model 'amfmn-slim' \(size mismatch for .* and \d+ more\)",
     "no config": r"not an rsdemo checkpoint \(its metadata has no model config\)",
     "truncated": r"truncated.safetensors: unreadable checkpoint \(Error while deserializing header",
