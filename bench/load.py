@@ -214,8 +214,8 @@ def table(res: dict, cmd: str, ref: dict | None = None, ref_name: str = "") -> s
             + "\n".join(rows) + f"\n\n`{cmd}` on {res.get('machine') or machine()} (load average "
             f"{res.get('load_avg_before')} at the start: other jobs shared the cores). Each endpoint serves 2 requests "
             f"at a time (default_concurrency_limit=2 applies per event), so latency includes queueing behind the "
-            f"other users' requests of the same kind; text search, which rescores its shortlist with the model's "
-            f"full score, is the slowest and queues longest.")
+            f"other users' requests of the same kind (text search rescores its shortlist from the index's cached "
+            f"image state, and explain reads the same state for the model's own maps).")
 
 
 def main(argv=None) -> int:
