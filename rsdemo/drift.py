@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ import numpy as np
 from .data.formats import open_dataset
 from .evaluate import KS, model_scores, ranks, recall, same_text_same_score
 from .files import write_text
+from .kernels import KERNEL_VARS, cpu_has_avx512, cpu_name, kernel_setting  # noqa: F401 - drift's API
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,39 +56,12 @@ SETTINGS = {
     "no-avx512": {"MKL_CBWR": "AVX2", **NO_AVX512},
     "no-avx512-compatible": {"MKL_CBWR": "COMPATIBLE", **NO_AVX512},
 }
-KERNEL_VARS = ("MKL_CBWR", "ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_DEFAULT_FPMATH_MODE")
 
 # Largest measured |score drift| / max |score| over every card, matrix and setting (docs/REPRODUCIBILITY.md), and
 # the margin taken over it. Filled in from `python -m rsdemo.drift`.
 MEASURED = 3.02e-5
 SAFETY = 10.0
 TOLERANCE = MEASURED * SAFETY
-
-
-def cpu_name() -> str:
-    """The processor's model name (as /proc/cpuinfo gives it), else platform.processor()."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_has_avx512() -> bool:
-    try:
-        return " avx512f" in Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-
-
-def kernel_setting() -> dict:
-    """What decides this process's float results: the CPU, ATen's vector ISA, and the kernel variables set."""
-    import torch
-
-    return {"cpu": cpu_name(), "isa": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "env": {k: os.environ[k] for k in KERNEL_VARS if os.environ.get(k)}}
 
 
 def same_kernels(card: dict, now: dict | None = None) -> bool:

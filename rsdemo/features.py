@@ -18,6 +18,7 @@ a changed image, weight or setting gives a new key, never a stale hit. Writes ar
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ import torch
 from .data.dataset import open_image
 from .data.transforms import dihedral, image_transform
 from .files import atomic_write, cache_root, weights_sha256
+from .kernels import kernel_setting
 from .models.backbones import CachedImages, CachedWords
 
 VERSION = "1"   # bump when what is stored changes
@@ -59,6 +61,12 @@ def _save(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     atomic_write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
 
 
+def kernels() -> str:
+    """The kernel setting as part of a cache key: features computed under other float kernels (another CPU, or
+    MKL_CBWR=...) differ in their last bits, and a card checked exactly must read the features its own kernels make."""
+    return json.dumps(kernel_setting(), sort_keys=True)
+
+
 def _encoder(model, kind: str):
     enc = model.frozen_encoders().get(kind)
     if enc is None:
@@ -72,7 +80,7 @@ def image_features_path(model, ds, views: int = 1) -> Path:
     # a model tuning the backbone's top layers reads only f8 and f16 from the cache (f32 is recomputed), so the
     # key leaves those layers out: the cache stays valid while they train
     skip = bb.top_prefixes() if bb.tuned else ()
-    parts = ([VERSION, images_key(ds), bb.kind, weights_sha256(bb, skip), str(size), norm]
+    parts = ([VERSION, kernels(), images_key(ds), bb.kind, weights_sha256(bb, skip), str(size), norm]
              + [f"skip={skip}"] * bool(skip) + [f"views={views}"] * (views > 1))
     key = hashlib.sha1("|".join(parts).encode())
     tag = f"-v{views}" if views > 1 else ""
@@ -125,7 +133,8 @@ class WordCache:
         text = _encoder(model, "text")
         self.texts = sorted(set(captions))
         self.row = {c: i for i, c in enumerate(self.texts)}
-        h = hashlib.sha1("|".join([VERSION, text.kind, weights_sha256(text.bert), str(text.max_words)]).encode())
+        h = hashlib.sha1("|".join([VERSION, kernels(), text.kind, weights_sha256(text.bert),
+                                   str(text.max_words)]).encode())
         for c in self.texts:
             h.update(c.encode() + b"\0")
         path = features_dir() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"

@@ -32,6 +32,8 @@ Levers (eval-time only, no retraining; chosen on the train-id dev blocks, `dev_b
 from __future__ import annotations
 
 import csv
+import hashlib
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -461,9 +463,6 @@ def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path
 
     folder = Path(folder or sections.DIR)
     folder.mkdir(parents=True, exist_ok=True)
-    import hashlib
-    import tempfile
-
     # the lock lives outside the results folder (package data: nothing but section files there)
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"rsdemo-grounding-{key}.lock", "w") as lock:

@@ -13,6 +13,7 @@ from .. import __version__
 from ..checkpoint import load, write_card
 from ..data.dataset import CaptionDataset
 from ..evaluate import evaluate_model
+from ..kernels import kernel_setting
 
 
 def code_version() -> str:
@@ -34,6 +35,8 @@ def card(a, model, opts, batches, eval_split: str, n_eval: int, epochs: int, bs:
             "epochs": epochs, "batch_size": bs, "lr": lr, "seed": a.seed, "world_size": world,
             "params": sum(p.numel() for p in model.parameters()), "device": str(dev), "cpus": os.cpu_count(),
             "torch": torch.__version__, "code_version": code_version(),
+            # the float kernels that wrote the card: there its numbers reproduce exactly (docs/REPRODUCIBILITY.md)
+            "kernels": kernel_setting(),
             # frozen encoders: time to compute (or read back) their cached outputs, not in train_seconds
             **({"feature_cache_seconds": batches.cache_seconds} if batches.cache_seconds is not None else {}),
             "command": "rsdemo train " + " ".join(cli_args(a, epochs, bs, lr))}
