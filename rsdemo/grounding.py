@@ -28,6 +28,9 @@ Levers (eval-time only, no retraining; chosen on the train-id dev blocks, `dev_b
   state maps are read-outs the score does not depend on, so they get no gradient and no map).
 - border: before upsampling, the outer `border` cells of every model map (own and baseline) are set to the map's
   minimum, so an edge or corner artefact (padding, attention sinks) cannot be its maximum.
+
+One module past ~450 lines because the four measures share one sampling of mosaics, one map set per model
+and one results writer; split apart they would pass those through each other's signatures.
 """
 from __future__ import annotations
 
