@@ -37,7 +37,7 @@ import numpy as np
 
 from .data.formats import open_dataset
 from .evaluate import KS, model_scores, ranks, recall, same_text_same_score
-from .files import write_text
+from .files import cache_root, write_text
 from .kernels import KERNEL_VARS, cpu_has_avx512, cpu_name, kernel_setting  # noqa: F401 - drift's API
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def run_setting(name: str, out: Path, ucm: bool = True, timeout: float = 1800, r
 def _run_worker(name: str, out: Path, ucm: bool, timeout: float) -> None:
     env = {k: v for k, v in os.environ.items() if k not in KERNEL_VARS}
     env.update(SETTINGS[name])
-    src = Path(os.environ.get("RSDEMO_CACHE") or Path.home() / ".cache" / "rsdemo")
+    src = cache_root()
     with tempfile.TemporaryDirectory(prefix="rsdemo-drift-") as cache:
         # everything cached but the encoders' features (exported datasets: pixels, not floats) is shared
         for child in (src.iterdir() if src.is_dir() else []):

@@ -292,7 +292,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
         if allow_folders:
             add.click(_safe(act.add_folder), [folder, gallery], [gallery, added], **private)
         c_go.click(_safe(act.compare), [c_query, c_models, c_k, gallery], slots, **private)
-        card_pick.change(act.card, card_pick, card, **private)
+        card_pick.change(_safe(act.card), card_pick, card, **private)
 
         a_buttons[0].click(_safe(act.search_text), [a_query, a_model, a_k, a_gallery], a_json,
                            api_name="search_text")

@@ -15,10 +15,10 @@ Section file: {"title": str, "before": [markdown blocks], "columns": [[header, t
 from __future__ import annotations
 
 import json
-import os
 import string
-import tempfile
 from pathlib import Path
+
+from ..files import write_text
 
 DIR = Path(__file__).resolve().parent
 ORDER = ["demo", "faithfulness", "grounding", "grounding_objects", "ablation", "ucm", "probe", "pretraining"]   # the doc's order; others follow
@@ -32,19 +32,6 @@ def _repo_doc() -> Path | None:
 
 
 DOC = _repo_doc()
-
-
-def _write(path: Path, text: str) -> None:
-    """Atomic: a reader (the page, a test) never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def names(folder: Path = DIR) -> list[str]:
@@ -73,7 +60,7 @@ def save(name: str, section: dict, doc: Path | None | bool = True, folder: Path 
         if key not in section:
             raise ValueError(f"results section {name!r} lacks {key!r}")
     path = Path(folder) / f"{name}.json"
-    _write(path, json.dumps(section, indent=1, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(section, indent=1, ensure_ascii=False) + "\n")
     if doc:
         write_doc(DOC if doc is True else Path(doc), folder)
     return path
@@ -113,5 +100,5 @@ def write_doc(doc: Path | None = None, folder: Path = DIR) -> Path | None:
     doc = doc or DOC
     if doc is None:
         return None
-    _write(Path(doc), document(folder))
+    write_text(Path(doc), document(folder))
     return Path(doc)

@@ -1,7 +1,7 @@
 """The resumable training state, OUT/last.state.pt: model, optimiser and scheduler state plus where the run is
 (epoch, step within it, best eval mR so far, training seconds so far, the eval history).
 
-Written atomically (rsdemo.checkpoint.atomic_write) every `save_every` steps and at each epoch end, so a run killed
+Written atomically (rsdemo.files.atomic_write) every `save_every` steps and at each epoch end, so a run killed
 at any moment (SIGKILL included) resumes from the last whole file; read with torch.load(weights_only=True), so a
 file that would build other objects than tensors and plain containers is refused, never run.
 """
