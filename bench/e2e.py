@@ -79,6 +79,56 @@ def timed(client, query: str, model, k: int) -> float:
     return dt
 
 
+def http_timed(http, url: str, query: str, model, k: int, endpoint: str = ENDPOINT, extra=("",)) -> float:
+    """One request through Gradio's HTTP API, as curl, a browser's fetch or `requests` call it: POST
+    gradio_api/call/<name> (-> an event id), then GET its event stream until "complete"; one kept-alive connection
+    (httpx.Client). -> seconds."""
+    import json
+
+    t = time.perf_counter()
+    r = http.post(f"{url}gradio_api/call{endpoint}", json={"data": [query, model, k, *extra]})
+    r.raise_for_status()
+    r = http.get(f"{url}gradio_api/call{endpoint}/{r.json()['event_id']}")
+    dt = time.perf_counter() - t
+    lines = r.text.splitlines()
+    done = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.strip() == "event: complete"]
+    out = json.loads(done[0][len("data:"):]) if done else None
+    if not out or not isinstance(out[0], (list, dict)) or (isinstance(out[0], list) and len(out[0]) != k):
+        raise RuntimeError(f"{endpoint} over HTTP returned {r.text[:200]!r}, expected {k} results")
+    return dt
+
+
+def floor(n: int, k: int) -> dict:
+    """What Gradio and its clients cost with no work at all: a separate tiny app whose endpoint returns k
+    results at once, timed through gradio_client and through the HTTP API (1 client each). -> p50 ms per arm."""
+    import gradio as gr
+    import httpx
+    from gradio_client import Client
+
+    def noop(query, model, k):
+        return [{"rank": i + 1, "name": f"{i}.png", "score": 0.5} for i in range(int(k))]
+
+    with gr.Blocks() as app:
+        q, m, kk, out = gr.Textbox(), gr.Textbox(), gr.Number(), gr.JSON()
+        gr.Button().click(noop, [q, m, kk], out, api_name="noop")
+    app.queue(default_concurrency_limit=2)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(), quiet=True)
+    try:
+        c, lat = Client(app.local_url, verbose=False), {"client": [], "http": []}
+        with httpx.Client(timeout=60) as http:
+            for i in range(n + 3):
+                t = time.perf_counter()
+                c.predict("q", "", k, api_name="/noop")
+                a = time.perf_counter() - t
+                b = http_timed(http, app.local_url, "q", "", k, "/noop", extra=())
+                if i >= 3:
+                    lat["client"].append(a)
+                    lat["http"].append(b)
+    finally:
+        app.close()
+    return {arm: float(np.median(v)) * 1e3 for arm, v in lat.items()}
+
+
 def concurrent(url: str, n_clients: int, qs: list[str], model, k: int, per_client: int):
     """Each of n_clients threads has its own Client and sends per_client queries back to back. -> (latencies,
     wall seconds)."""
@@ -174,8 +224,16 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
             res[n] = {"p50_ms": float(np.median(lat)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3,
                       "qps": len(lat) / wall, "count": len(lat)}
             log(f"  e2e {n} client(s): p50 {res[n]['p50_ms']:.0f} ms")
+        import httpx
+
+        with httpx.Client(timeout=60) as http:
+            lat = np.array([http_timed(http, url, q, model, k) for q in (warm + qs[:n_queries])][len(warm):])
+        res["http"] = {"p50_ms": float(np.median(lat)) * 1e3, "p95_ms": float(np.percentile(lat, 95)) * 1e3,
+                       "qps": len(lat) / lat.sum(), "count": len(lat)}
+        log(f"  e2e HTTP API, 1 client: p50 {res['http']['p50_ms']:.0f} ms")
     finally:
         demo.close()
+    empty = floor(n_queries, k)
     try:
         from rsdemo.demo import DEFAULT_GALLERY
     except ImportError:
@@ -202,10 +260,16 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
                          f"{np.median(t) / np.median(base):.1f}x |")
     for n, r in res.items():
         ratio = f"{r['p50_ms'] / (np.median(base) * 1e3):.1f}x" if base is not None else "n/a"
-        lines.append(f"| {n} | {r['count']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['qps']:.1f} | {ratio} |")
+        who = "1, Gradio's HTTP API (kept-alive connection)" if n == "http" else f"{n}, gradio_client"
+        lines.append(f"| {who} | {r['count']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['qps']:.1f} | {ratio} |")
     lines += ["", "With several clients, requests wait in Gradio's queue (the endpoint's concurrency limit), so "
-              "p50 grows with the number of clients while requests/s shows what the server sustains.", ""]
-    data = {"model": model, "clients": {str(n): r for n, r in res.items()},
+              "p50 grows with the number of clients while requests/s shows what the server sustains.",
+              "", f"Floor, same run: a separate Gradio app whose endpoint does no work and returns {k} results "
+              f"answers in p50 **{empty['client']:.1f} ms** through gradio_client and **{empty['http']:.1f} ms** "
+              "through the HTTP API: the part of each row above that is the client and Gradio's queue protocol, "
+              "not rsdemo. Gradio's HTTP API: POST `gradio_api/call/search_text` with "
+              "`{\"data\": [query, model, k, gallery]}`, then GET `gradio_api/call/search_text/<event_id>`.", ""]
+    data = {"model": model, "clients": {str(n): r for n, r in res.items()}, "floor_ms": empty,
             "baseline_p50_ms": float(np.median(base)) * 1e3 if base is not None else None}
     if before is not None:
         data["state_p50_ms"], data["pixels_p50_ms"] = (float(np.median(t)) * 1e3 for t in before)
