@@ -93,14 +93,62 @@ def plan(data: str, clients: int, queries: int) -> list[list[tuple]]:
     return users
 
 
-def ask(client, q, k: int = 5):
-    from gradio_client import handle_file
+class HttpUser:
+    """One user speaking Gradio's HTTP API as a browser's fetch or curl does (one kept-alive connection; an image
+    query uploads the file first; an explained map is downloaded, as the page shows it). Costs the load driver ~1 ms
+    of CPU per request where gradio_client costs ~50 ms (bench/e2e.py measures both), so on a 2-core machine the
+    users' side no longer takes the server's cores."""
 
+    def __init__(self, url: str):
+        import httpx
+
+        self.url, self.http = url, httpx.Client(timeout=120)
+        self.session = os.urandom(6).hex()   # one session per user, as a browser tab keeps one per page load
+
+    def upload(self, path: str) -> dict:
+        with open(path, "rb") as f:
+            r = self.http.post(f"{self.url}gradio_api/upload", files={"files": (Path(path).name, f)})
+        r.raise_for_status()
+        return {"path": r.json()[0], "meta": {"_type": "gradio.FileData"}}
+
+    def predict(self, *data, api_name: str):
+        r = self.http.post(f"{self.url}gradio_api/call{api_name}",
+                           json={"data": list(data), "session_hash": self.session})
+        r.raise_for_status()
+        r = self.http.get(f"{self.url}gradio_api/call{api_name}/{r.json()['event_id']}")
+        lines = r.text.splitlines()
+        for i, line in enumerate(lines[:-1]):
+            if line.strip() == "event: complete":
+                out = json.loads(lines[i + 1][len("data:"):])
+                break
+            if line.strip() == "event: error":
+                raise RuntimeError(f"{api_name}: {lines[i + 1][:200]}")
+        else:
+            raise RuntimeError(f"{api_name}: no result in {r.text[:200]!r}")
+        for item in out:   # files in the answer (the explained map) are fetched, as the page fetches them
+            if isinstance(item, dict) and item.get("url"):
+                self.http.get(item["url"]).raise_for_status()
+        return out[0] if len(out) == 1 else out
+
+
+def user(url: str, kind: str):
+    if kind == "http":
+        return HttpUser(url)
+    from gradio_client import Client
+
+    return Client(url, verbose=False)
+
+
+def ask(client, q, k: int = 5):
+    if isinstance(client, HttpUser):
+        upload = client.upload
+    else:
+        from gradio_client import handle_file as upload
     if q[0] == "text":
-        return [(h["name"], h["score"]) for h in client.predict(q[1], "", k, api_name="/search_text")]
+        return [(h["name"], h["score"]) for h in client.predict(q[1], "", k, "", api_name="/search_text")]
     if q[0] == "image":
-        return [(h["name"], h["score"]) for h in client.predict(handle_file(q[1]), "", k, api_name="/search_image")]
-    _, info = client.predict(q[1], q[2], "", "", api_name="/explain")
+        return [(h["name"], h["score"]) for h in client.predict(upload(q[1]), "", k, "", api_name="/search_image")]
+    _, info = client.predict(q[1], q[2], "", "", "", api_name="/explain")
     return [(info["map"], info["score"])]
 
 
@@ -108,18 +156,14 @@ def same(a, b, tol: float = 2e-4) -> bool:
     return len(a) == len(b) and all(x[0] == y[0] and abs(x[1] - y[1]) <= tol for x, y in zip(a, b))
 
 
-def references(url: str, users) -> dict:
-    from gradio_client import Client
-
-    c = Client(url, verbose=False)
+def references(url: str, users, kind: str = "http") -> dict:
+    c = user(url, kind)
     return {q: ask(c, q) for qs in users for q in qs}
 
 
-def run_round(url: str, users, refs: dict) -> dict:
-    from gradio_client import Client
-
+def run_round(url: str, users, refs: dict, kind: str = "http") -> dict:
     def one(qs):
-        c = Client(url, verbose=False)
+        c = user(url, kind)
         out = []
         for q in qs:
             t = time.perf_counter()
@@ -153,19 +197,20 @@ def run_round(url: str, users, refs: dict) -> dict:
 
 
 def run(url: str, data: str, clients: int, queries: int, rounds: int, pid: int | None = None, log=print,
-        save=None, allocator: str | None = None) -> dict:
+        save=None, allocator: str | None = None, kind: str = "http") -> dict:
     users = plan(data, clients, queries)
     t = time.perf_counter()
-    refs = references(url, users)
+    refs = references(url, users, kind)
     log(f"{len(refs)} distinct queries answered serially in {time.perf_counter() - t:.1f} s")
     from bench.report import machine
 
     out = {"clients": clients, "queries_per_client": queries, "rounds": [], "data": data, "machine": machine(),
+           "client": kind,
            "load_avg_before": [round(x, 2) for x in os.getloadavg()],
            "distinct_queries": len(refs), "rss_mib": [round(rss_mib(pid), 1)] if pid else [],
            **({"allocator": allocator} if allocator else {})}
     for k in range(rounds):
-        r = run_round(url, users, refs)
+        r = run_round(url, users, refs, kind)
         if pid:
             out["rss_mib"].append(round(rss_mib(pid), 1))
         out["rounds"].append(r)
@@ -206,9 +251,16 @@ def table(res: dict, cmd: str, ref: dict | None = None, ref_name: str = "") -> s
                       if top <= 0.05 * after[0] else "memory grows: a later round ended over 5% above round 1."))
     growth += f" Allocator: {res.get('allocator', 'glibc defaults')}."
     if ref and len(ref.get("rss_mib", [])) > 2:
-        growth += (f" The same load with {ref.get('allocator', 'glibc defaults')} ({ref_name}): "
-                   f"{_rss_range(ref)}, against {_rss_range(res)} here.")
-    return (f"{res['clients']} gradio_client users x {res['queries_per_client']} mixed queries (text, image upload, "
+        how = (f"{ref.get('client', 'gradio_client')} users" if ref.get("client", "gradio_client") != res.get("client")
+               else ref.get("allocator", "glibc defaults"))
+        text = ", ".join(str(r["by_kind"]["text"]["p95_s"]) for r in ref["rounds"])
+        growth += (f" The same load with {how} ({ref_name}): server RSS {_rss_range(ref)}, against "
+                   f"{_rss_range(res)} here; text p95 per round {text} s; {ref['rounds'][-1]['qps']} queries/s in "
+                   f"its last round.")
+    who = {"http": "HTTP-API users (Gradio's REST calls on kept-alive connections, as a browser or curl sends "
+                   "them; bench/load.py HttpUser)", "gradio_client": "gradio_client users"}[res.get("client",
+                                                                                            "gradio_client")]
+    return (f"{res['clients']} {who} x {res['queries_per_client']} mixed queries (text, image upload, "
             f"explain; {res['distinct_queries']} distinct) per round against `python app.py --data {res['data']}` "
             f"on loopback; every answer compared with the same query's serial answer. {growth}\n\n"
             + "\n".join(rows) + f"\n\n`{cmd}` on {res.get('machine') or machine()} (load average "
@@ -230,6 +282,9 @@ def main(argv=None) -> int:
     p.add_argument("--write", action="store_true", help="write the table into docs/RELIABILITY.md")
     p.add_argument("--glibc-malloc", action="store_true", help="the server keeps glibc's allocator defaults")
     p.add_argument("--compare", help="results (--json) of another run to cite, e.g. one with --glibc-malloc")
+    p.add_argument("--client", choices=["http", "gradio_client"], default="http",
+                   help="how users talk to the app: Gradio's HTTP API (default: ~1 ms of the driver's CPU per "
+                        "request) or gradio_client (~50 ms per request, on the same cores as the server)")
     a = p.parse_args(argv)
     proc = None
     if a.from_json:
@@ -246,7 +301,7 @@ def main(argv=None) -> int:
         try:
             res = run(url, a.data, a.clients, a.queries, a.rounds, pid, save=a.json,
                       allocator=("glibc defaults" if a.glibc_malloc else "two glibc arenas (app.tame_malloc)")
-                      if pid else None)
+                      if pid else None, kind=a.client)
         finally:
             if proc is not None:
                 proc.terminate()
@@ -257,7 +312,8 @@ def main(argv=None) -> int:
 
         cmd = "python bench/load.py" + "".join(f" --{k} {v}" for k, v, d in (
             ("clients", a.clients, 32), ("queries", a.queries, 50), ("rounds", a.rounds, 3),
-            ("data", a.data, "synthetic:60:7")) if v != d) + " --write"
+            ("data", a.data, "synthetic:60:7"), ("client", res.get("client", "gradio_client"), "http"))
+            if v != d) + " --write"
         ref = json.loads(Path(a.compare).read_text()) if a.compare else None
         if a.compare:
             cmd += f" --compare {a.compare}"

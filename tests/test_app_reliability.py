@@ -227,11 +227,16 @@ def test_other_paths_are_refused(served, what):
 
 # ---- several users at once (toy size; bench/load.py runs 32 x 50) -------------------------------------------------
 
-def test_concurrent_users_get_their_own_answers(served):
+@pytest.mark.parametrize("kind", ["http", "gradio_client"])
+def test_concurrent_users_get_their_own_answers(served, kind):
+    """Both ways bench/load.py's users talk to the app: Gradio's HTTP API (one session per user, as a browser tab)
+    and gradio_client."""
     sys.path.insert(0, str(ROOT))
     from bench.load import run
 
-    res = run(served["url"], GALLERY, clients=3, queries=4, rounds=2, pid=os.getpid(), log=lambda *_: None)
+    res = run(served["url"], GALLERY, clients=3, queries=4, rounds=2, pid=os.getpid(), log=lambda *_: None,
+              kind=kind)
+    assert res["client"] == kind
     for r in res["rounds"]:
         assert r["errors"] == 0, r["error_examples"]
         assert r["mismatches"] == 0
