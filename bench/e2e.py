@@ -183,6 +183,24 @@ def pixels_arm(d, model, qs, k):
     return np.array(out[0]), np.array(out[1])
 
 
+def explain_arm(d, model, qs, k):
+    """In-process seconds of what a click on a gallery result costs the server: Demo.explain (the model's own map
+    from the index's cached state, the map the result opens on) and ui.explained_image (the overlay drawn), for
+    the top result of each query (a fresh image-query pair each time: nothing cached)."""
+    from rsdemo import ui
+
+    out, seen = [], set()
+    for q in qs:
+        name = next((h["name"] for h in d.search_text(q, model, k) if (h["name"], q) not in seen), None)
+        if name is None:
+            continue
+        seen.add((name, q))
+        t = time.perf_counter()
+        ui.explained_image(d.explain(name, q, model))
+        out.append(time.perf_counter() - t)
+    return np.array(out)
+
+
 def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print) -> tuple[str, dict]:
     from gradio_client import Client
 
@@ -201,7 +219,7 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
         warm = qs[:min(3, n_queries)]
         for q in warm:  # warm-up: model loading, index, first request
             timed(c, q, model, k)
-        base = before = None
+        base = before = shown = None
         try:
             from rsdemo.demo import Demo
 
@@ -215,6 +233,7 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
                 t.append(time.perf_counter() - s)
             base = np.array(t)
             before = pixels_arm(d, model, qs[:n_queries], k)
+            shown = explain_arm(d, model, qs[:n_queries], k)
         except Exception as e:  # noqa: BLE001 - the API figures stand without the in-process baseline
             log(f"  e2e: in-process baseline failed: {type(e).__name__}: {e}")
         res = {}
@@ -258,6 +277,10 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
             lines.append(f"| in-process, stage 2 from the {arm} (interleaved) | {len(t)} | {np.median(t) * 1e3:.1f} | "
                          f"{np.percentile(t, 95) * 1e3:.1f} | {len(t) / t.sum():.1f} | "
                          f"{np.median(t) / np.median(base):.1f}x |")
+    if shown is not None and len(shown):
+        lines.append(f"| in-process, explain a result (Demo.explain + overlay drawn) | {len(shown)} | "
+                     f"{np.median(shown) * 1e3:.1f} | {np.percentile(shown, 95) * 1e3:.1f} | "
+                     f"{len(shown) / shown.sum():.1f} | {np.median(shown) / np.median(base):.1f}x |")
     for n, r in res.items():
         ratio = f"{r['p50_ms'] / (np.median(base) * 1e3):.1f}x" if base is not None else "n/a"
         who = "1, Gradio's HTTP API (kept-alive connection)" if n == "http" else f"{n}, gradio_client"
@@ -273,6 +296,8 @@ def run(clients=(1, 8), n_queries=20, model=None, k=10, gallery=None, log=print)
             "baseline_p50_ms": float(np.median(base)) * 1e3 if base is not None else None}
     if before is not None:
         data["state_p50_ms"], data["pixels_p50_ms"] = (float(np.median(t)) * 1e3 for t in before)
+    if shown is not None and len(shown):
+        data["explain_p50_ms"] = float(np.median(shown)) * 1e3
     return "\n".join(lines), data
 
 

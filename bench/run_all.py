@@ -39,7 +39,7 @@ TITLE = ("# Benchmarks\n\nEvery figure here is written by a script in bench/; `p
 FULL = {
     "encode": {"batch": 16, "repeats": 3, "text_batch": 64},
     "search": ["--sizes", "1000", "10000", "100000", "1000000", "--build-threads", str(os.cpu_count() or 1)],
-    "rerank": {"gallery": 100, "ks": (10, 25, 50, 100), "n_queries": 3, "repeats": 1, "build_images": 50},
+    "rerank": {"gallery": 100, "ks": (10, 25, 50, 100), "n_queries": 3, "repeats": 3, "build_images": 50},
     "explain": {"repeats": 3},
     "train": {"batch": 16, "steps": 2, "data": "synthetic:120"},
     "e2e": {"clients": (1, 8), "n_queries": 24},
