@@ -214,7 +214,9 @@ class Demo:
         with self._key_lock(("model", name)):
             if name not in self._loaded:
                 device = "cuda" if torch.cuda.is_available() else None  # a GPU when there is one
-                self._loaded[name] = load_model(info["checkpoint"], device=device).eval()
+                m = load_model(info["checkpoint"], device=device).eval()
+                m.remember_texts()   # a query's results are explained with the same words: encoded once
+                self._loaded[name] = m
         return self._loaded[name]
 
     def retriever(self, name: str | None = None, gallery: str | None = None, progress=None):

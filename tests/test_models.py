@@ -113,6 +113,30 @@ def test_score_from_state(name, gallery16):
             assert np.abs(a.maps[k] - b.maps[k]).max() <= 1e-2 * np.abs(a.maps[k]).max(), k
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_remembered_texts(name, batch):
+    """remember_texts (the Demo turns it on): a text encoded again scores and explains exactly as the first time,
+    nothing is kept while gradients are recorded, and train() forgets (the weights are about to change)."""
+    images, caps, _ = batch
+    m = _model(name)
+    with torch.no_grad():
+        x = m.preprocess(images[:2])
+        before = [m.score(x, [c]) for c in caps[:3]]
+        ex = m.explain(images[0], caps[0])
+        m.remember_texts(2)
+        for _ in range(2):
+            assert all(torch.equal(m.score(x, [c]), b) for c, b in zip(caps[:3], before))
+        again = m.explain(images[0], caps[0])
+    assert again.tokens == ex.tokens and again.score == ex.score
+    assert all(np.array_equal(again.maps[k], ex.maps[k]) for k in ex.maps)
+    if m._memo is not None and len(m._memo[0]):   # models whose text side goes through the memo
+        assert len(m._memo[0]) <= 2
+        m.score(x, [caps[4]])                      # gradients on: not remembered
+        assert caps[4] not in m._memo[0]
+        m.train()
+        assert not m._memo[0]
+
+
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in HEAVY])
 def test_training_steps_reduce_loss(name, batch):
     images, caps, labels = batch

@@ -27,9 +27,13 @@ ask the model through these hooks (each with a default that suits a model withou
 - position_embeddings(x): each image position mapped into the joint space the way the pooled feature is, for the
   region-similarity baseline; cam_target(): where Grad-CAM reads its activation.
 - rebuilt_at_load(): state-dict prefixes a checkpoint leaves out (frozen pip-installed encoders, rebuilt at load).
+- score_map_state(state, texts) / score_maps(images, texts): the score split over image positions, pair by pair
+  (seed models, models/common.py), read by explain and by the grounding objective.
 """
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -83,6 +87,38 @@ class RetrievalModel(nn.Module):
         self.config = cfg
         self.name = name or self.arch
         self.embed_dim = int(cfg.embed_dim)
+
+    # ---- serving-time memo of encoded texts --------------------------------------------------------------
+    _memo = None
+
+    def remember_texts(self, n: int = 256) -> None:
+        """Keeps the text side of the last `n` single texts (a text query, then the explanation of one of its
+        results, encode the same words: the second time is free). For serving a fixed model only (the Demo turns
+        it on): train() forgets everything, and nothing is kept while gradients are recorded."""
+        self._memo = (OrderedDict(), threading.Lock(), int(n))
+
+    def recall_text(self, texts, compute):
+        """compute(texts), or what it returned for the same single text before (remember_texts on)."""
+        memo = self._memo
+        if (memo is None or torch.is_grad_enabled() or self.training or not isinstance(texts, (list, tuple))
+                or len(texts) != 1 or not isinstance(texts[0], str)):
+            return compute(texts)
+        seen, lock, n = memo
+        with lock:
+            if texts[0] in seen:
+                seen.move_to_end(texts[0])
+                return seen[texts[0]]
+        out = compute(texts)
+        with lock:
+            seen[texts[0]] = out
+            while len(seen) > n:
+                seen.popitem(last=False)
+        return out
+
+    def train(self, mode: bool = True):
+        if mode and self._memo is not None:   # weights are about to change: what was encoded is stale
+            self._memo[0].clear()
+        return super().train(mode)
 
     # ---- inputs ------------------------------------------------------------------------------------
     @property

@@ -118,10 +118,13 @@ class SeedModel(RetrievalModel):
         if isinstance(texts, CachedWords):
             raw, mask = texts
             words, mask = self.text.project(raw.to(self.device, torch.float32), mask.to(self.device))
-        else:
-            ids, second = self._texts(texts)   # lengths (GRU, stay on CPU for packing) or attention mask
-            words, mask = self.text(ids.to(self.device), second)
-        return words, mask, masked_mean(words, mask)
+            return words, mask, masked_mean(words, mask)
+        return self.recall_text(texts, self._encode_words)
+
+    def _encode_words(self, texts):
+        ids, second = self._texts(texts)   # lengths (GRU, stay on CPU for packing) or attention mask
+        words, mask = self.text(ids.to(self.device), second)
+        return TextState(words, mask, masked_mean(words, mask))
 
     def text_state(self, texts) -> TextState:
         return TextState(*self._words(texts))
