@@ -269,13 +269,18 @@ class Retriever:
             self._caption_emb.add(emb)
         if isinstance(image, (str, os.PathLike)):
             image = open_image(image)
-        q = self._image_vector(image)
         second = rerank is not False and not self.model.separable
+        if second:  # the image's state once: its stage-1 embedding and the stage-2 scores both read it
+            with _inference(self.model):
+                st = self.model.image_state(self.model.preprocess([image]))
+                q = _vectors(self.model.state_embedding(st))
+        else:
+            q = self._image_vector(image)
         ids, scores = self._nearest(self._caption_emb, q, max(k, self._shortlist(rerank)) if second else k)
         if second:
             with _inference(self.model):
-                scores = self.model.score(self.model.preprocess([image]),
-                                          [self.captions[j]["text"] for j in ids])[0].float().cpu().numpy()
+                scores = self.model.score_state(st, [self.captions[j]["text"] for j in ids])[0]
+            scores = scores.float().cpu().numpy()
             order = np.argsort(-scores, kind="stable")
             ids, scores = ids[order], scores[order]
         return [{"rank": i + 1, "caption": self.captions[j]["text"], "path": self.captions[j]["image"],

@@ -272,6 +272,12 @@ def test_dataset_index_searches_captions(model, tmp_path):
     assert [h["rank"] for h in hits] == [1, 2, 3, 4]
     assert all(h["caption"] in {c["text"] for c in r.captions} for h in hits)
     assert hits == r.search_captions(r.paths[2], k=4)
+    assert not model.separable  # stage 2 reranks from the image's state, computed once: the model's own score
+    was, _ = model.training, model.eval()
+    with torch.no_grad():
+        full = model.score(model.preprocess([Image.open(r.paths[2]).convert("RGB")]), [h["caption"] for h in hits])
+    model.train(was)
+    assert np.allclose([h["score"] for h in hits], full[0].numpy(), atol=1e-5)
     with pytest.raises(ValueError, match="no captions"):
         Retriever.build(model, r.paths, progress=False).search_captions(r.paths[0])
 
