@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..checkpoint import load, write_card
 from ..data.dataset import CaptionDataset
 from ..evaluate import evaluate_model
