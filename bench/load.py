@@ -207,7 +207,8 @@ def run(url: str, data: str, clients: int, queries: int, rounds: int, pid: int |
     out = {"clients": clients, "queries_per_client": queries, "rounds": [], "data": data, "machine": machine(),
            "client": kind,
            "load_avg_before": [round(x, 2) for x in os.getloadavg()],
-           "distinct_queries": len(refs), "rss_mib": [round(rss_mib(pid), 1)] if pid else [],
+           "distinct_queries": len(refs),
+           "distinct_texts": len({q[1] if q[0] == "text" else q[2] for qs in users for q in qs if q[0] != "image"}), "rss_mib": [round(rss_mib(pid), 1)] if pid else [],
            **({"allocator": allocator} if allocator else {})}
     for k in range(rounds):
         r = run_round(url, users, refs, kind)
@@ -267,7 +268,11 @@ def table(res: dict, cmd: str, ref: dict | None = None, ref_name: str = "") -> s
             f"{res.get('load_avg_before')} at the start: other jobs shared the cores). Each endpoint serves 2 requests "
             f"at a time (default_concurrency_limit=2 applies per event), so latency includes queueing behind the "
             f"other users' requests of the same kind (text search rescores its shortlist from the index's cached "
-            f"image state, and explain reads the same state for the model's own maps).")
+            f"image state, and explain reads the same state for the model's own maps)."
+            + (f" The users' texts (text queries and explained captions) are {res['distinct_texts']} distinct "
+               f"descriptions: the server encodes each once and remembers it (RetrievalModel.remember_texts, the "
+               f"last 256), as it does for a query whose results a user then explains." if "distinct_texts" in res
+               else ""))
 
 
 def main(argv=None) -> int:
