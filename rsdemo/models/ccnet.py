@@ -92,25 +92,27 @@ class CCNet(SeedModel):
 
     def _score(self, g, reg, words, mask, t, parts=False):
         out = []
-        for i in range(0, g.shape[0], 16):  # [16, M, T, R] at a time
-            gi = g[i:i + 16]
+        # [step, M, T, R] at a time: bounded memory for many texts, one pass over a whole shortlist for one text
+        step = max(16, 1024 // max(1, words.shape[0]))
+        for i in range(0, g.shape[0], step):
+            gi = g[i:i + step]
             scores = [self.normalize(gi) @ self.normalize(t).T]
             extra = {}
             if self.use_tam or self.use_cfm:
-                sim = self._fine(reg[i:i + 16], words)
+                sim = self._fine(reg[i:i + step], words)
                 m = mask[None, :, :, None]
                 if self.use_tam:
                     att = (self.lam * sim).softmax(-1)                                    # over regions
                     # mean over words of each word's attended regions == regions weighted by the mean attention
                     w = (att * m).sum(2) / m.sum(2).clamp(min=1)
-                    agg = torch.einsum("nmr,nrd->nmd", w, reg[i:i + 16])
+                    agg = torch.einsum("nmr,nrd->nmd", w, reg[i:i + step])
                     scores.append((self.normalize(agg) * self.normalize(t)[None]).sum(-1))
                     extra["tam"] = att
                 if self.use_cfm:
                     logits = (self.lam * sim).masked_fill(~m, float("-inf"))
                     n, mm, T, R = logits.shape
                     joint = logits.view(n, mm, T * R).softmax(-1).view(n, mm, T, R)       # over (word, region)
-                    pv = torch.einsum("nmr,nrd->nmd", joint.sum(2), reg[i:i + 16])
+                    pv = torch.einsum("nmr,nrd->nmd", joint.sum(2), reg[i:i + step])
                     pt = torch.einsum("nmt,mtd->nmd", joint.sum(3), words)
                     scores.append((self.normalize(pv) * self.normalize(pt)).sum(-1))
                     extra["cfm"] = joint
