@@ -1,10 +1,11 @@
 """Model maps -> heatmaps: the one place the app, the CLI and the faithfulness metrics turn explanations into maps.
 
 A model's `explain` gives maps at feature resolution (rsdemo.models.base.Explanation). Here they are upsampled and
-normalised (`to_heatmap`), split per word (`word_maps`), given as the CCNet word x region matrix (`cooccurrence`),
-and compared with two baselines that work for any model (`region_similarity`, `gradcam`), so a model's own map can
-be judged against what it would show anyway. Everything here is data; colouring it (overlays, charts) is
-rsdemo.ui's job.
+normalised (`to_heatmap`), split per word (`word_maps`; `words` joins WordPieces into the words a reader sees and
+marks FUNCTION_WORDS, `word_map` is one word's part of a map built word by word), given as the CCNet word x region
+matrix (`cooccurrence`), and compared with two baselines that work for any model (`region_similarity`, `gradcam`),
+so a model's own map can be judged against what it would show anyway; `image_similarity` explains an image->image
+match the same way. Everything here is data; colouring it (overlays, charts) and naming it is rsdemo.ui's job.
 """
 from __future__ import annotations
 
@@ -71,6 +72,76 @@ def word_maps(ex, source: str | None = None) -> dict[str, np.ndarray]:
     for i, (tok, m) in enumerate(zip(ex.tokens, _stack(ex, source))):
         out[tok if tok not in out else f"{tok}@{i}"] = m
     return out
+
+
+# Words that name nothing one could point at in an image (articles, pronouns, auxiliaries, conjunctions,
+# prepositions): left out of the page's word menu and drawn apart in the co-occurrence view, where otherwise
+# "the" can carry the largest share. Spatial prepositions ("near", "beside") are here too: they relate things.
+FUNCTION_WORDS = frozenset("""
+a an the this that these those some any each every its it it's they them their there here what which who whose
+is are was were be been being am has have had do does did can could will would may might shall should must
+and or but nor so yet if than then as of in on at to from by with without into onto upon off out up down over
+under above below near nearby next beside besides between among around along across behind before after through
+within towards toward against about like while also very too not no
+""".split())
+
+
+SENTENCE = "whole sentence"   # a word menu's entry for the whole text (no word): rsdemo.demo, rsdemo.ui
+
+
+def words(tokens: list[str]) -> list[dict]:
+    """The text's words as its maps know them: WordPieces ("##" continues the previous piece) joined into one
+    word. Each: {"key" (the word, or "word@i" for a repeat, i its word position), "word", "tokens" (its token
+    positions), "function" (a FUNCTION_WORDS entry or punctuation)}."""
+    out, seen = [], set()
+    for i, tok in enumerate(tokens):
+        if tok.startswith("##") and out:
+            out[-1]["word"] += tok[2:]
+            out[-1]["tokens"].append(i)
+            continue
+        out.append({"word": tok, "tokens": [i]})
+    for n, w in enumerate(out):
+        w["key"] = w["word"] if w["word"] not in seen else f"{w['word']}@{n}"
+        seen.add(w["word"])
+        w["function"] = w["word"].lower() in FUNCTION_WORDS or not any(c.isalnum() for c in w["word"])
+    return out
+
+
+def find_word(tokens: list[str], key: str) -> dict:
+    """The word `key` of words(tokens) (its key, or a plain word: its first occurrence); ValueError if absent."""
+    ws = words(tokens)
+    for w in ws:
+        if w["key"] == key:
+            return w
+    for w in ws:
+        if w["word"] == key:
+            return w
+    raise ValueError(f"no word {key!r} in this text (words: {', '.join(w['key'] for w in ws)})")
+
+
+# An own map built from a per-word stack: the stack it came from (own_maps averages [T, h, w] stacks under their
+# own name; CCNet's region map is the co-occurrence matrix summed over words).
+_STACK_OF = {"cfm_regions": "cfm"}
+
+
+def word_stack(ex, map_name: str) -> np.ndarray | None:
+    """[T, h, w]: the per-word maps behind one of the explanation's maps, or None when that map is not built from
+    the words one by one (its per-word version is then the map of the word alone, which the caller computes)."""
+    source = _STACK_OF.get(map_name, map_name)
+    return _stack(ex, source) if source in word_sources(ex) else None
+
+
+def word_map(ex, map_name: str, key: str) -> np.ndarray | None:
+    """One word's share of `map_name` ([h, w]): its rows of the map's per-word stack (the mean over its WordPieces;
+    the sum for the co-occurrence matrix, a probability mass); None when the map has no per-word stack."""
+    st = word_stack(ex, map_name)
+    if st is None:
+        return None
+    rows = [i for i in find_word(list(ex.tokens), key)["tokens"] if i < st.shape[0]]
+    if not rows:
+        return None
+    part = st[rows]
+    return part.sum(0) if _STACK_OF.get(map_name) == "cfm" else part.mean(0)
 
 
 def _span(span) -> tuple[int, int]:
@@ -145,6 +216,25 @@ def region_similarity(model, image, text: str, ex=None) -> np.ndarray | None:
         return None
     t = model.encode_text([text])[0]
     return F.cosine_similarity(pos[0].float(), t.float()[None, None], dim=-1).cpu().numpy()
+
+
+IMAGE_MAP = "image_similarity"   # the name an image->image result's map goes by (rsdemo.demo, rsdemo.ui)
+
+
+@torch.no_grad()
+def image_similarity(model, image, query) -> np.ndarray | None:
+    """Cosine of a query image's embedding with each position of `image` projected into the joint space: [h, w].
+
+    How an image->image result is explained: which parts of the result look like the query image to this model
+    (the search ranks by the cosine of the two global embeddings, whose image side these positions decompose
+    for the seed models). query: a PIL image, or its embedding [d]. None where the model has no
+    position_embeddings hook."""
+    pos = model.position_embeddings(_batch(model, image))
+    if pos is None:
+        return None
+    q = torch.as_tensor(query) if not hasattr(query, "convert") else model.encode_image(_batch(model, query))[0]
+    q = q.to(pos.device).float().reshape(-1)
+    return F.cosine_similarity(pos[0].float(), q[None, None], dim=-1).cpu().numpy()
 
 
 def gradcam(model, image, text: str) -> np.ndarray | None:

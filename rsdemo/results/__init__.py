@@ -102,3 +102,46 @@ def write_doc(doc: Path | None = None, folder: Path = DIR) -> Path | None:
         return None
     write_text(Path(doc), document(folder))
     return Path(doc)
+
+
+# ---- how well each map points (the page's map menu, its first map, and the default model read these) ----------
+REAL, SYNTHETIC = "real photos", "synthetic scenes"
+# where -> (section, field, chance level in %): the grid pointing game on 2x2 mosaics of UCM photos (the peak on
+# the tile of the scene named: chance is one tile in four) and the pointing game on the synthetic scenes' object
+# masks (the peak inside the object named; the random map's rate is the floor, measured per model)
+POINTING = {REAL: ("grounding", "hit", 25.0), SYNTHETIC: ("faithfulness", "pointing", None)}
+
+
+def own_map(name: str) -> bool:
+    """A model's own map a page can show (not a baseline, a reference map, or a phrase average)."""
+    return not name.startswith(("baseline", "oracle")) and name not in ("random", "centre") \
+        and not name.endswith("_phrase")
+
+
+def pointing(model: str, imagery: str | None = None, folder: Path = DIR) -> tuple[dict[str, float], str | None]:
+    """How often each of `model`'s maps points at the thing named, in %, and where that was measured (REAL or
+    SYNTHETIC); ({}, None) when it was not. imagery: a domain word ("synthetic", "ucm", ...): that imagery's
+    measurement first (synthetic scenes for "synthetic", real photos for anything else), else the other one.
+    Read from the section files on every call, so a re-measured model shows its new figures."""
+    order = [SYNTHETIC, REAL] if imagery == "synthetic" else [REAL, SYNTHETIC]
+    for where in order:
+        section, field, _ = POINTING[where]
+        got = {r["map"]: float(r[field]) for r in rows(section, folder)
+               if r.get("model") == model and r.get("map") and r.get(field) is not None}
+        if got:
+            return got, where
+    return {}, None
+
+
+def best_own_pointing(imagery: str | None = None, folder: Path = DIR) -> dict[str, float]:
+    """model -> its best own map's pointing % on that imagery's measurement (as `pointing`, one read per section)."""
+    out = {}
+    order = [SYNTHETIC, REAL] if imagery == "synthetic" else [REAL, SYNTHETIC]
+    for where in reversed(order):   # the preferred measurement last, so it wins where a model has both
+        section, field, _ = POINTING[where]
+        best: dict[str, float] = {}
+        for r in rows(section, folder):
+            if r.get("model") and r.get("map") and own_map(r["map"]) and r.get(field) is not None:
+                best[r["model"]] = max(best.get(r["model"], float("-inf")), float(r[field]))
+        out.update(best)
+    return out
