@@ -7,6 +7,7 @@ views, is a fixed set of 8 inputs per image), so the trainer computes it once pe
 
 - image_features(model, ds): the backbone's [f8, f16, f32] maps of every image of ds (fp16), in ds order;
   with views=8, of the 8 rotations/mirrors of every image too (view-major: row v*N + i is view v of image i).
+- mosaic_features(model, ds, mosaics): the same maps of 2x2 mosaics of ds's images (the grounding objective's).
 - WordCache(model, captions): the frozen MiniLM's 384-d word features of every distinct caption (fp16).
 
 Files live in RSDEMO_CACHE/features/ (default ~/.cache/rsdemo/features). The key covers everything the output
@@ -24,7 +25,7 @@ from pathlib import Path
 import torch
 
 from .data.dataset import open_image
-from .data.transforms import dihedral, image_transform
+from .data.transforms import dihedral, image_transform, mosaic
 from .files import atomic_write, cache_root, weights_sha256
 from .kernels import kernel_setting
 from .models.backbones import CachedImages, CachedWords
@@ -117,6 +118,44 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32, view
                 out[k][v].append(f.half().cpu())
     bb.train(was)
     feats = [torch.cat([t for per_view in o for t in per_view]) for o in out]
+    _save(path, {f"f{i}": f for i, f in enumerate(feats)})
+    return feats
+
+
+def mosaic_features(model, ds, mosaics: list, size: int = 512, progress: bool = False,
+                    batch_size: int = 32) -> list[torch.Tensor]:
+    """[f8, f16, f32] of 2x2 mosaics of ds's images ([len(mosaics), C, h, w] fp16 each, CPU): mosaics is a list of
+    4 record indices each, tiled at size px (transforms.mosaic, as rsdemo.grounding tiles them), then the model's
+    transform (resize to its input size) and its frozen backbone; cached like image_features (the key adds the
+    mosaic list and size)."""
+    if not mosaics:
+        raise ValueError("mosaic_features: no mosaics")
+    bb = _encoder(model, "image")
+    skip = bb.top_prefixes() if bb.tuned else ()
+    spec = hashlib.sha1(json.dumps([[int(i) for i in m] for m in mosaics]).encode()).hexdigest()
+    parts = ([VERSION, kernels(), images_key(ds), bb.kind, weights_sha256(bb, skip), str(model.config.image_size),
+              model.config.normalize, f"mosaic={size}", spec] + [f"skip={skip}"] * bool(skip))
+    key = hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+    path = features_dir() / f"mosaic-{bb.kind}-{model.config.image_size}-{len(mosaics)}-{key}.safetensors"
+    got = _load(path)
+    if got is not None and len(got) == 3 and all(v.shape[0] == len(mosaics) for v in got.values()):
+        return [got[f"f{i}"] for i in range(3)]
+    was = bb.training
+    bb.eval()
+    tf = image_transform(model.config.image_size, model.config.normalize)
+    dev = next(bb.parameters()).device
+    out: list[list[torch.Tensor]] = [[] for _ in range(3)]
+    it = range(0, len(mosaics), batch_size)
+    if progress:
+        from tqdm import tqdm
+        it = tqdm(it, desc="mosaic features", unit="batch", leave=False)
+    for a in it:
+        x = torch.stack([tf(mosaic([open_image(ds.image_path(i)) for i in m], size))
+                         for m in mosaics[a:a + batch_size]]).to(dev)
+        for k, f in enumerate(bb(x)):
+            out[k].append(f.half().cpu())
+    bb.train(was)
+    feats = [torch.cat(o) for o in out]
     _save(path, {f"f{i}": f for i, f in enumerate(feats)})
     return feats
 

@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from . import results as sections
+from .data import transforms
 from .explain import explain_all, to_heatmap
 
 SIZE = 512          # mosaic side: four 256-px UCM photos
@@ -233,13 +233,8 @@ def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0):
 
 
 def mosaic(images, size: int = SIZE):
-    """4 PIL images -> one size x size PIL mosaic (row-major tiles)."""
-    s = size // TILES
-    out = Image.new("RGB", (size, size))
-    for k, im in enumerate(images):
-        r, c = divmod(k, TILES)
-        out.paste(im.convert("RGB").resize((s, s), Image.BILINEAR), (c * s, r * s))
-    return out
+    """4 PIL images -> one size x size PIL mosaic (row-major tiles; the one the grounding objective trains on)."""
+    return transforms.mosaic(images, size, TILES)
 
 
 # ---- per model ---------------------------------------------------------------------------------------------

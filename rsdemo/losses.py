@@ -184,3 +184,17 @@ def semantic_margin(labels, base: float = 0.2, low: float = 0.05) -> torch.Tenso
     off = 1 - torch.eye(B)
     k = float((agree * off).sum() / off.sum().clamp(min=1))
     return base - (base - low) * k * agree
+
+
+def tile_loss(maps: torch.Tensor, targets: torch.Tensor, scale: float = 20.0, tiles: int = 2) -> torch.Tensor:
+    """The grounding objective on mosaics: maps [N, h, w] split pair i's score over the positions of a tiles x tiles
+    mosaic (score_maps); logits = scale x each tile's sum (a cell belongs to the tile holding its centre);
+    cross-entropy against the tile the caption describes (targets [N], row-major)."""
+    def member(n: int) -> torch.Tensor:
+        a = torch.zeros(tiles, n, dtype=maps.dtype, device=maps.device)
+        a[((torch.arange(n) + 0.5) * tiles / n).long().clamp(max=tiles - 1), torch.arange(n)] = 1.0
+        return a
+
+    sums = torch.einsum("ah,nhw,bw->nab", member(maps.shape[-2]), maps, member(maps.shape[-1])).flatten(1)
+    return F.cross_entropy(scale * sums, targets.to(maps.device))
+

@@ -6,6 +6,17 @@
     python scripts/ucm.py zeroshot            # the synthetic-trained rsdemo/checkpoints/*.safetensors on UCM
     python scripts/ucm.py publish             # the best model's checkpoint + card into rsdemo/checkpoints/ucm/
     python scripts/ucm.py write               # the "UCM-captions (real images)" section of docs/RESULTS.md
+    python scripts/ucm.py ground              # the grounding recipes (issue 19): dev choice, seeds, val, publish
+
+The grounding recipes (`ground`): each seed model's dev-chosen recipe plus its score map ("score_map": true,
+rsdemo/models/common.py) trained with the mosaic objective (train.mosaic_weight: a caption of one tile of a 2x2
+mosaic of training photos must find that tile through the model's own score map; rsdemo.training.inputs.Mosaics,
+rsdemo.losses.tile_loss). The weight (GROUND_WEIGHTS, 0 = the score map read from the old recipe) and the epoch
+count are chosen on the dev blocks: dev mR and the grid pointing game of the own score map on the held-out dev
+ids (grounding.dev_blocks), never val/test. Seeds train on the full train ids as rows "<model>+ground"; a seed-0
+checkpoint replaces rsdemo/checkpoints/ucm/<model> only when its val mR is within GROUND_MR_SLACK of the committed
+card's and its best own map points better on val (rsdemo/results/grounding.json); then
+`rsdemo eval-explain --real --models ucm/<model> --write` regenerates that model's grounding rows.
 
 Every training is one public command, `rsdemo train --model M --data ucm:DIR --images DIR ...` (printed as it
 runs); every number is `rsdemo eval --checkpoint ... --split val|test` of the saved checkpoint, so the table, the
@@ -82,6 +93,17 @@ GRID = {
     "ssjdn-lite0": [{"tune_top": True}],
     "dove-lite0": [{"tune_top": True}],
 }
+
+
+# the grounding recipes (see the module docstring): weights tried on the dev blocks, epochs tried, the grounding
+# measure used for the choice (scene mosaics of the dev blocks; no RISE, no object mosaics: CPU time)
+GROUND_MODELS = ("amfmn-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0")
+GROUND_WEIGHTS = (0.0, 1.0, 4.0)
+GROUND_EPOCHS = 3
+GROUND_DEV_MOSAICS = 60
+GROUND_MR_SLACK = 1.0        # retrieval mR a published grounding checkpoint may lose against the committed card
+SCORE_MAPS = {"amfmn-lite0": "mvsa_score", "ccnet-lite0": "tam_cfm_score", "ssjdn-lite0": "bsd_score",
+              "dove-lite0": "roam_score"}
 
 
 def _tag(variant: dict) -> str:
@@ -272,23 +294,28 @@ def final(args) -> None:
             old = res["runs"].get(key)
             if old and not args.force and (old.get("set") or {}) == variant and old["epochs"] == epochs:
                 continue   # done with the recipe the dev blocks chose (a changed choice reruns)
-            out = RUNS / f"{m}-s{seed}"
-            # eval split "val" only reports per-epoch numbers; the checkpoint used is the last one (fixed epochs)
-            rsdemo(*train_cmd(m, data_dir(args), images_dir(args), out, seed, epochs, "val"), *_sets(variant),
-                   log=out / "train.log")
-            card = json.loads((out / "last.json").read_text())
-            ck = out / "last.safetensors"
-            res["runs"][key] = {"model": m, "seed": seed, "epochs": epochs, "checkpoint": rel(ck), "set": variant,
-                                "params": card.get("params"), "trainable": card.get("trainable_params"),
-                                "train_seconds": card.get("train_seconds"), "run_seconds": card.get("run_seconds"),
-                                "device": card.get("device"), "cpus": card.get("cpus"),
-                                # the card's metrics: evaluate_model of the saved checkpoint, as `rsdemo eval` does
-                                **{sp: card["metrics"].get(sp) or evaluate(ck, args, sp) for sp in ("val", "test")},
-                                # for context only: the same scores with ties broken in the model's favour
-                                "val_optimistic": evaluate(ck, args, "val", "optimistic")}
-            save_results(res, "runs", key)
-            print(f"{key}: val mR {res['runs'][key]['val']['mr']:.2f}, test mR {res['runs'][key]['test']['mr']:.2f}",
-                  flush=True)
+            final_run(args, res, key, m, m, seed, epochs, variant, RUNS / f"{m}-s{seed}")
+
+
+def final_run(args, res: dict, key: str, row: str, m: str, seed: int, epochs: int, variant: dict, out: Path) -> None:
+    """Trains model m on the full train ids (`--set` variant) and stores the run as res["runs"][key] (table row
+    `row`): the card's val metrics, test, optimistic val."""
+    # eval split "val" only reports per-epoch numbers; the checkpoint used is the last one (fixed epochs)
+    rsdemo(*train_cmd(m, data_dir(args), images_dir(args), out, seed, epochs, "val"), *_sets(variant),
+           log=out / "train.log")
+    card = json.loads((out / "last.json").read_text())
+    ck = out / "last.safetensors"
+    res["runs"][key] = {"model": row, "seed": seed, "epochs": epochs, "checkpoint": rel(ck), "set": variant,
+                        "params": card.get("params"), "trainable": card.get("trainable_params"),
+                        "train_seconds": card.get("train_seconds"), "run_seconds": card.get("run_seconds"),
+                        "device": card.get("device"), "cpus": card.get("cpus"),
+                        # the card's metrics: evaluate_model of the saved checkpoint, as `rsdemo eval` does
+                        **{sp: card["metrics"].get(sp) or evaluate(ck, args, sp) for sp in ("val", "test")},
+                        # for context only: the same scores with ties broken in the model's favour
+                        "val_optimistic": evaluate(ck, args, "val", "optimistic")}
+    save_results(res, "runs", key)
+    print(f"{key}: val mR {res['runs'][key]['val']['mr']:.2f}, test mR {res['runs'][key]['test']['mr']:.2f}",
+          flush=True)
 
 
 def zeroshot(args) -> None:
@@ -362,31 +389,194 @@ def publish(args) -> None:
     CKPT.mkdir(parents=True, exist_ok=True)
     for m, row in table.items():
         key = f"{m}/s0"
-        if key not in res["runs"]:
+        if key not in res["runs"] or m in GROUND_MODELS and res.get("ground", {}).get(m, {}).get("published"):
+            continue   # (a grounding recipe replaced this model's checkpoint: `ground` publishes it)
+        publish_run(m, res["runs"][key], row, m == best)
+
+
+def publish_run(m: str, r: dict, row: dict, best: bool, extra: dict | None = None) -> bool:
+    """Copies run r's checkpoint to rsdemo/checkpoints/ucm/<m> with its card (the row's seed summary, the
+    reproduce command); False when the file is over 25 MB."""
+    src = ROOT / r["checkpoint"]
+    if src.stat().st_size > 25 * 2**20:
+        print(f"{m}: {src.stat().st_size / 2**20:.0f} MB, over 25 MB: not published")
+        return False
+    card = json.loads(src.with_suffix(".json").read_text())
+    card.update({
+        "data": "ucm:../shared/data/ucm_captions", "images": "../shared/data/ucm_images",
+        "split": "AMFMN protocol: trained on the 1,680 train ids; metrics on the 210 val ids (AMFMN's test) "
+                 "and the 210 test ids",
+        "seed": 0, "seeds_in_results": row["seeds"], "epochs": r["epochs"],
+        "epochs_chosen_on": "best epoch on the last 10 train ids of each class (210), model trained on the rest",
+        "metrics": {"val": r["val"], "test": r["test"]},
+        "seed_mean": {s: {k: row[f"{s}_{k}"] for k in KEYS} for s in ("val", "test")},
+        "seed_spread": {s: row[f"{s}_mr_sd"] for s in ("val", "test")},
+        "best_ucm_model": best, "ties": "pessimistic",
+        "reproduce": f"rsdemo eval --checkpoint ucm/{m} --data "
+                     f"ucm:../shared/data/ucm_captions --images ../shared/data/ucm_images --split val",
+        **(extra or {}),
+    })
+    card.pop("history", None)
+    shutil.copyfile(src, CKPT / f"{m}.safetensors")
+    (CKPT / f"{m}.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
+    print(f"published rsdemo/checkpoints/ucm/{m}.safetensors ({src.stat().st_size / 2**20:.1f} MB)")
+    return True
+
+
+# ---- the grounding recipes (issue 19) -------------------------------------------------------------------------
+
+def ground_models(args) -> list[str]:
+    return [m for m in GROUND_MODELS if not args.models or m in args.models]
+
+
+def ground_variant(res: dict, m: str, weight: float) -> dict:
+    """The model's dev-chosen `--set` plus its score map and the mosaic objective at `weight`."""
+    return {**(res["dev"].get(m, {}).get("set") or {}), "score_map": True, "train.mosaic_weight": weight}
+
+
+def own_maps(maps: dict) -> dict:
+    """The model's own maps of a grounding result (no baselines, no random map, no centre prior)."""
+    return {k: v for k, v in maps.items() if not k.startswith("baseline_") and k not in ("random", "centre")}
+
+
+def best_own(maps: dict) -> tuple[str, dict]:
+    """(name, row) of the own map with the most scene hits (then energy)."""
+    own = own_maps(maps)
+    k = max(own, key=lambda k: (own[k]["hit"], own[k]["energy"]))
+    return k, own[k]
+
+
+def grounding_of(ck: Path, args, split: str, **kw) -> dict:
+    """rsdemo.grounding.evaluate_grounding of a checkpoint on the dev blocks (split "dev") or a split."""
+    import torch
+
+    from rsdemo import grounding
+    from rsdemo.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    full = open_ucm(args)
+    ds = grounding.dev_blocks(full) if split == "dev" else full.split(split)
+    return grounding.evaluate_grounding(load_model(str(ck)), ds, **kw)
+
+
+def ground_dev(args) -> None:
+    """Per model and mosaic weight: a run on the dev split (GROUND_EPOCHS), its dev mR and the grid pointing of
+    its own score map on the dev blocks (scene mosaics); the choice: the most dev hits among the weights whose dev
+    mR is within GROUND_MR_SLACK of weight 0's."""
+    res = load_results()
+    data = make_dev(args)
+    for m in ground_models(args):
+        entry = res.setdefault("ground", {}).setdefault(m, {})
+        dev_runs = entry.setdefault("dev", {})
+        for w in GROUND_WEIGHTS:
+            tag = f"w={w:g}"
+            if tag in dev_runs and not args.force:
+                continue
+            variant = ground_variant(res, m, w)
+            out = RUNS / f"devground-{m}-{tag}"
+            t = time.perf_counter()
+            rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
+                   log=out / "train.log")
+            card = json.loads((out / "best.json").read_text())
+            maps = grounding_of(out / "best.safetensors", args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0)["maps"]
+            own = maps[SCORE_MAPS[m]]
+            dev_runs[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
+                             "history": card.get("history"), "hit": own["hit"], "energy": own["energy"],
+                             "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()},
+                             "seconds": round(time.perf_counter() - t)}
+            save_results(res, "ground", m)
+            print(f"{m} {tag}: best dev epoch {card['best_epoch']} (dev mR {dev_runs[tag]['dev_mr']:.2f}); dev "
+                  f"blocks {SCORE_MAPS[m]} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+        base = dev_runs.get("w=0")
+        if base is None:
             continue
-        r = res["runs"][key]
-        src = ROOT / r["checkpoint"]
-        if src.stat().st_size > 25 * 2**20:
-            print(f"{m}: {src.stat().st_size / 2**20:.0f} MB, over 25 MB: not published")
+        ok = {t: d for t, d in dev_runs.items() if d["dev_mr"] >= base["dev_mr"] - GROUND_MR_SLACK}
+        entry["chosen"] = max(ok, key=lambda t: (ok[t]["hit"], ok[t]["energy"]))
+        save_results(res, "ground", m)
+        print(f"{m}: chosen {entry['chosen']}", flush=True)
+
+
+def ground_final(args) -> None:
+    """The chosen recipe on the full train ids, seeds SEEDS[:--seeds], as rows "<model>+ground"."""
+    res = load_results()
+    for m in ground_models(args):
+        g = res.get("ground", {}).get(m, {})
+        if "chosen" not in g:
+            print(f"{m}: no grounding dev choice yet, skipped", flush=True)
             continue
-        card = json.loads(src.with_suffix(".json").read_text())
-        card.update({
-            "data": "ucm:../shared/data/ucm_captions", "images": "../shared/data/ucm_images",
-            "split": "AMFMN protocol: trained on the 1,680 train ids; metrics on the 210 val ids (AMFMN's test) "
-                     "and the 210 test ids",
-            "seed": 0, "seeds_in_results": row["seeds"], "epochs": r["epochs"],
-            "epochs_chosen_on": "best epoch on the last 10 train ids of each class (210), model trained on the rest",
-            "metrics": {"val": r["val"], "test": r["test"]},
-            "seed_mean": {s: {k: row[f"{s}_{k}"] for k in KEYS} for s in ("val", "test")},
-            "seed_spread": {s: row[f"{s}_mr_sd"] for s in ("val", "test")},
-            "best_ucm_model": m == best, "ties": "pessimistic",
-            "reproduce": f"rsdemo eval --checkpoint ucm/{m} --data "
-                         f"ucm:../shared/data/ucm_captions --images ../shared/data/ucm_images --split val",
-        })
-        card.pop("history", None)
-        shutil.copyfile(src, CKPT / f"{m}.safetensors")
-        (CKPT / f"{m}.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
-        print(f"published rsdemo/checkpoints/ucm/{m}.safetensors ({src.stat().st_size / 2**20:.1f} MB)")
+        ch = g["dev"][g["chosen"]]
+        epochs, variant = max(1, int(ch["best_epoch"])), ch["set"]
+        for seed in SEEDS[: args.seeds]:
+            key = f"{m}+ground/s{seed}"
+            old = res["runs"].get(key)
+            if old and not args.force and (old.get("set") or {}) == variant and old["epochs"] == epochs:
+                continue
+            final_run(args, res, key, f"{m}+ground", m, seed, epochs, variant, RUNS / f"{m}+ground-s{seed}")
+    argsort_step(args)
+
+
+def ground_val(args) -> None:
+    """Every measure of rsdemo.grounding (the setup `rsdemo eval-explain --real` writes) of each grounding row's
+    seed-0 checkpoint on val, kept in docs/ucm.json for the publish rule."""
+    res = load_results()
+    labels = SHARED / "ucm_multilabels"
+    for m in ground_models(args):
+        r = res["runs"].get(f"{m}+ground/s0")
+        g = res.get("ground", {}).get(m)
+        if r is None or g is None or (g.get("val", {}).get("checkpoint") == r["checkpoint"] and not args.force):
+            continue
+        from rsdemo import grounding
+
+        got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=grounding.load_multilabels(labels))
+        g["val"] = {"checkpoint": r["checkpoint"], "maps": got["maps"], "objects": got["objects"]}
+        save_results(res, "ground", m)
+        k, own = best_own(got["maps"])
+        print(f"{m}+ground s0 on val: best own map {k} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+
+
+def ground_publish(args) -> None:
+    """Seed 0 of a grounding row replaces rsdemo/checkpoints/ucm/<model> when its val mR is within GROUND_MR_SLACK
+    of the committed card's and its best own map points better (more hits and more energy) than the committed
+    checkpoint's best own map in rsdemo/results/grounding.json; then the model's grounding rows are regenerated."""
+    from rsdemo import results
+
+    res = load_results()
+    table = summary(res)
+    stored = {}
+    for row in results.rows("grounding"):
+        stored.setdefault(row["model"], {})[row["map"]] = row
+    for m in ground_models(args):
+        g = res.get("ground", {}).get(m, {})
+        r = res["runs"].get(f"{m}+ground/s0")
+        if r is None or "val" not in g or g["val"]["checkpoint"] != r["checkpoint"]:
+            continue
+        old_card = json.loads((CKPT / f"{m}.json").read_text())
+        if g.get("published") == r["checkpoint"] and old_card.get("recipe") and not args.force:
+            continue
+        old_mr, new_mr = old_card["metrics"]["val"]["mr"], r["val"]["mr"]
+        old_k, old = best_own(stored.get(f"ucm/{m}", {}))
+        new_k, new = best_own(g["val"]["maps"])
+        ok = new_mr >= old_mr - GROUND_MR_SLACK and new["hit"] > old["hit"] and new["energy"] > old["energy"]
+        g["decision"] = {"old_mr": old_mr, "new_mr": new_mr, "old_map": old_k, "old_hit": old["hit"],
+                         "old_energy": old["energy"], "new_map": new_k, "new_hit": new["hit"],
+                         "new_energy": new["energy"], "published": ok}
+        print(f"{m}: val mR {old_mr:.2f} -> {new_mr:.2f}; best own map {old_k} {old['hit']:.0f}/{old['energy']:.1f} "
+              f"-> {new_k} {new['hit']:.0f}/{new['energy']:.1f}: {'publish' if ok else 'keep the committed one'}",
+              flush=True)
+        if ok and publish_run(m, r, table[f"{m}+ground"], bool(old_card.get("best_ucm_model")), {
+                "recipe": f"grounding recipe (scripts/ucm.py ground): --set {_tag(r['set'])}",
+                "epochs_chosen_on": "best epoch and mosaic weight on the last 10 train ids of each class (210): "
+                                    "dev mR and the grid pointing of the own score map there"}):
+            g["published"] = r["checkpoint"]
+            rsdemo("eval-explain", "--real", "--data", f"ucm:{rel(data_dir(args))}", "--images",
+                   rel(images_dir(args)), "--multilabels", rel(SHARED / "ucm_multilabels"), "--models", f"ucm/{m}",
+                   "--write")
+        save_results(res, "ground", m)
+
+
+def ground(args) -> None:
+    for step in (ground_dev, ground_final, ground_val, ground_publish):
+        step(args)
 
 
 def _split_cols(split: str, label: str) -> list:
@@ -424,10 +614,14 @@ def write(args) -> dict:
         "(rsdemo.losses.duplicate_mask). Scene labels (labels.csv) feed the label-aware losses. Times: "
         "training minutes per run on this machine's CPU (2 cores, shared), frozen features cached once."]
     rows = []
-    order = [m for m in list(PRETRAINED) + list(RANDOM_INIT) if m in table]
+    order = [m for base in list(PRETRAINED) + list(RANDOM_INIT) for m in (base, f"{base}+ground") if m in table]
     for m in order:
         row = table[m]
-        what = {**PRETRAINED, **RANDOM_INIT}[m][0]
+        base = m.removesuffix("+ground")
+        what = {**PRETRAINED, **RANDOM_INIT}[base][0]
+        if m != base:
+            what += (" + its score map trained on 2x2 mosaics (the grounding recipe, `python scripts/ucm.py "
+                     "ground`; mosaic weight and epochs chosen on the dev blocks)")
         mark = " (best by dev mR; rsdemo/checkpoints/ucm)" if m == best else ""
         if row["set"]:
             what += f" (`--set {_tag(row['set'])}`, chosen on the dev blocks)"
@@ -503,6 +697,28 @@ def write(args) -> dict:
         lines += ["", "Dev-block choices (train on 1,470 train ids, score the held-out 210; heads-only configs tried "
                   "up to 4 epochs, AMFMN's and the dual encoders' up to 12, the tune_top variants up to 6, CCNet's 4; "
                   "the best epoch is kept): " + "; ".join(devs) + "."]
+    grounds = []
+    for m, g in res.get("ground", {}).items():
+        if not g.get("dev"):
+            continue
+        txt = f"`{m}`: " + ", ".join(
+            f"mosaic weight {d['set'].get('train.mosaic_weight', 0):g}: dev mR {d['dev_mr']:.2f}, {SCORE_MAPS[m]} "
+            f"{d['hit']:.0f}% hits / {d['energy']:.1f}% energy (best epoch {d['best_epoch']})"
+            for d in g["dev"].values())
+        if g.get("chosen"):
+            txt += f"; chosen {g['chosen']}"
+        dec = g.get("decision")
+        if dec:
+            txt += (f"; seed 0 on val: mR {dec['old_mr']:.2f} -> {dec['new_mr']:.2f}, best own map {dec['old_map']} "
+                    f"{dec['old_hit']:.0f}%/{dec['old_energy']:.1f}% -> {dec['new_map']} {dec['new_hit']:.0f}%/"
+                    f"{dec['new_energy']:.1f}% (hits/energy): "
+                    + ("published as rsdemo/checkpoints/ucm/" + m if dec["published"] else "not published"))
+        grounds.append(txt)
+    if grounds:
+        lines += ["", f"Grounding recipes (`python scripts/ucm.py ground`; dev blocks: {GROUND_EPOCHS} epochs, the grid "
+                  f"pointing game on {GROUND_DEV_MOSAICS} scene mosaics of the held-out dev ids; a weight is chosen "
+                  f"by dev hits among those within {GROUND_MR_SLACK:g} dev mR of weight 0, which is the old recipe "
+                  "with its score map read out): " + "; ".join(grounds) + "."]
     cards = sorted(CKPT.glob("*.json"))
     if cards:
         lines += ["", "Committed checkpoints (seed 0 of each row; the *-lite0 files hold the heads only, the frozen "
@@ -524,7 +740,8 @@ def write(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write"])
+    p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write", "ground",
+                                    "ground-dev", "ground-final", "ground-val", "ground-publish"])
     p.add_argument("--data", help="UCM-captions annotation folder (default ../shared/data/ucm_captions)")
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
@@ -534,7 +751,8 @@ def main(argv=None) -> int:
     steps = ["dev", "final", "argsort", "zeroshot", "publish", "write"] if args.step == "all" else [args.step]
     for s in steps:
         {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
-         "write": write}[s](args)
+         "write": write, "ground": ground, "ground-dev": ground_dev, "ground-final": ground_final,
+         "ground-val": ground_val, "ground-publish": ground_publish}[s](args)
     return 0
 
 

@@ -8,7 +8,7 @@ from rsdemo import explain as E
 from rsdemo.checkpoint import load, load_model, save
 from rsdemo.data import synthetic as S
 from rsdemo.models.factory import create_model
-from rsdemo.models.registry import list_models, model_config
+from rsdemo.models.registry import arch_class, list_models, model_config
 from rsdemo.training.step import TrainStep
 
 MODELS = list_models()
@@ -135,6 +135,31 @@ def test_remembered_texts(name, batch):
         assert caps[4] not in m._memo[0]
         m.train()
         assert not m._memo[0]
+
+
+SCORE_MAPS = [n for n in MODELS if getattr(arch_class(model_config(n)["arch"], n), "has_score_maps", bool)()]
+
+
+@pytest.mark.parametrize("name", SCORE_MAPS)
+def test_score_map_sums_to_the_score(name, gallery16):
+    """score_map on: the "*score" map splits the model's own score over positions (its sum is the score), depends on
+    the query, and explains from a float16 state as from the pixels; the mosaic objective's maps are the same."""
+    images, caps = gallery16
+    m = _model(name, score_map=True)
+    with torch.no_grad():
+        x = m.preprocess(images[:3])
+        st = m.image_state(x)
+        s = m.score(x, caps[:3]).diagonal()
+        maps = m.score_map_state(st, caps[:3])
+        assert torch.allclose(maps.sum((1, 2)), s, atol=1e-5)
+        assert torch.allclose(m.score_maps(x, caps[:3]), maps, atol=1e-6)
+    ex = m.explain(images[0], caps[0])
+    (key,) = [k for k in ex.maps if k.endswith("score")]
+    assert abs(float(ex.maps[key].sum()) - ex.score) <= 1e-5
+    assert not np.allclose(ex.maps[key], m.explain(images[0], caps[1]).maps[key])   # the query matters
+    row = {k: v[:1].half().numpy() for k, v in st.items()}
+    b = m.explain_state(row, caps[0]).maps[key]
+    assert np.abs(ex.maps[key] - b).max() <= 1e-2 * np.abs(ex.maps[key]).max()
 
 
 @pytest.mark.parametrize("name", [n for n in MODELS if n not in HEAVY])

@@ -64,3 +64,15 @@ def dihedral(x: torch.Tensor, view: int) -> torch.Tensor:
     if view >= 4:
         x = x.flip(-1)
     return torch.rot90(x, view % 4, dims=(-2, -1))
+
+
+def mosaic(images, size: int = 512, tiles: int = 2) -> Image.Image:
+    """tiles x tiles PIL images -> one size x size PIL mosaic (row-major; each resized to size // tiles): the
+    grounding tests' input (rsdemo.grounding) and the grounding objective's (train.mosaic_weight)."""
+    s = size // tiles
+    out = Image.new("RGB", (size, size))
+    for k, im in enumerate(images):
+        r, c = divmod(k, tiles)
+        out.paste(im.convert("RGB").resize((s, s), Image.BILINEAR), (c * s, r * s))
+    return out
+

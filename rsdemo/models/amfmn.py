@@ -18,6 +18,11 @@ What we decided (the abstract leaves it open):
   (idf-weighted bag-of-words cosine of the two captions, averaged with scene-label agreement when labels exist):
   pairs that look alike before learning, common in RS data, are pushed apart less. "use_dynamic_margin": false gives
   the released code's fixed margin.
+- Score map ("score_map": true, models/common.py): the gated image feature is sigmoid(gate) * global_fc(mean of
+  the stride-32 positions), so it is the sum over positions of sigmoid(gate) * global_fc(position) / count; each
+  position's dot product with the (vision-guided) text feature, over the image feature's norm, is its share of the
+  score: "mvsa_score" ("score" with MVSA off), a map of the query that MVSA's gate weights channel by channel.
+  The "mvsa" saliency stays: it is MVSA's own read-out and does not depend on the query.
 Switches: use_mvsa, use_vgt (vision-guided text), use_dynamic_margin (AMFMNOptions; the demo checkpoint
 amfmn-slim stored the last one as "dynamic_margin", read as its old name).
 The loss (amfmn_loss, registered for the arch) reads forward()'s full score matrix.
@@ -35,7 +40,7 @@ from torch import nn
 from .. import losses
 from .base import Explanation
 from .base import Pairs
-from .common import SeedModel, SeedOptions
+from .common import SeedModel, SeedOptions, global_positions, paired_dot
 from .registry import register, register_loss
 
 
@@ -53,6 +58,8 @@ class AMFMNOptions(SeedOptions):
 
 @register("amfmn")
 class AMFMN(SeedModel):
+    summary = ("AMFMN looks at the image at several scales, keeps its most salient parts and lets them guide "
+               "how the description is read.")  # one plain sentence for the page
     config_class = AMFMNOptions
 
     def __init__(self, config: dict | AMFMNOptions, name: str | None = None, vocab=None):
@@ -87,14 +94,20 @@ class AMFMN(SeedModel):
         solo = (out * sal.unsqueeze(1)).sum(-1)                       # saliency-weighted
         return solo, sal.view(-1, *size)
 
-    def _visual(self, images):
+    def _visual(self, images, positions: bool = False):
+        """(image feature [N, d], MVSA saliency or None, per-position shares [N, h, w, d] of the feature or None)."""
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
-        sal = None
+        sal = pos = None
+        if positions:
+            pos = global_positions(self.global_fc, feats[-1])
         if self.use_mvsa:
             solo, sal = self._mvsa(feats)
-            g = g * torch.sigmoid(self.gate(solo))
-        return g, sal
+            gate = torch.sigmoid(self.gate(solo))
+            g = g * gate
+            if pos is not None:
+                pos = pos * gate[:, None, None]
+        return g, sal, pos
 
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
@@ -118,16 +131,39 @@ class AMFMN(SeedModel):
             out.append((self.normalize(v[i:i + 64]).unsqueeze(1) * self.normalize(g)).sum(-1))
         return torch.cat(out)
 
-    def image_state(self, images):
-        """{"global": the (MVSA-gated) image feature [N, d], "mvsa": saliency [N, h, w] (MVSA on)}."""
-        v, sal = self._visual(images)
-        return {"global": v} if sal is None else {"global": v, "mvsa": sal}
+    def _state(self, images, positions):
+        """{"global": the (MVSA-gated) image feature [N, d], "mvsa": saliency [N, h, w] (MVSA on), "positions":
+        the feature's per-position shares [N, h, w, d] (with positions)}."""
+        v, sal, pos = self._visual(images, positions)
+        st = {"global": v}
+        if sal is not None:
+            st["mvsa"] = sal
+        if pos is not None:
+            st["positions"] = pos
+        return st
+
+    def _paired_text(self, v, words, mask, t):
+        """The text feature of pair i (vision-guided by image i where VGT is on): [N, d]."""
+        if not self.use_vgt:
+            return t
+        q = self.vq(v)
+        att = torch.einsum("nd,ntd->nt", q, self.wk(words)) / math.sqrt(q.shape[-1])
+        att = att.masked_fill(~mask, float("-inf")).softmax(-1)
+        return t + self.wo(torch.einsum("nt,ntd->nd", att, words))
+
+    def score_map_state(self, state, texts):
+        st = self.state_tensors(state)
+        if "positions" not in st:
+            return None
+        v = st["global"]
+        g = self._paired_text(v, *self._words(texts))
+        return paired_dot(st["positions"], self.normalize(g)) / v.norm(dim=-1).clamp(min=1e-12)[:, None, None]
 
     def score_state(self, state, texts):
         return self._score(self.state_tensors(state)["global"], *self._words(texts))
 
     def forward(self, images, texts):
-        v, _ = self._visual(images)
+        v, _, _ = self._visual(images)
         return {"scores": self._score(v, *self._words(texts))}
 
     @torch.no_grad()
@@ -139,6 +175,7 @@ class AMFMN(SeedModel):
         maps, notes = {}, {}
         if "mvsa" in st:
             maps["mvsa"] = st["mvsa"][0].cpu().numpy()
+        self._with_score_map(maps, st, text, "mvsa_score" if self.use_mvsa else "score")
         if self.use_vgt:
             _, att = self._guided(v, words, mask, t)
             notes["word_weights"] = att[0, 0, : int(mask.sum())].cpu().numpy()

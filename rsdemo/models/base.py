@@ -176,6 +176,16 @@ class RetrievalModel(nn.Module):
         """The model's own maps of the first image of a state against text."""
         raise NotImplementedError(f"{type(self).__name__} explains from pixels only (no explain_state)")
 
+    def score_map_state(self, state: dict, texts) -> torch.Tensor | None:
+        """Pair i's score split over image positions, [N, h, w]: image i of the state against texts[i], the sum over
+        positions being that score; None where the state holds no per-position shares (see models/common.py)."""
+        return None
+
+    def score_maps(self, images, texts) -> torch.Tensor:
+        """score_map_state of images whatever the config says (differentiable): the grounding objective's input
+        (train.mosaic_weight, rsdemo.training)."""
+        raise NotImplementedError(f"{type(self).__name__} has no score maps (train.mosaic_weight needs them)")
+
     def text_state(self, texts):
         """The text side computed once, accepted wherever texts are (encode_text, score_state): a search that needs
         both the stage-1 query embedding and the full score encodes its text once (default: the texts as given)."""

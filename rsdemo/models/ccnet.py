@@ -24,6 +24,11 @@ What we decided:
 - Loss: the bidirectional triplet (sum over negatives, margin 0.2) on the full score, plus the CD loss
   (rsdemo.losses.class_contrastive) on the global embeddings with weight `cd_weight`: classes are scene labels
   where the data has them, else the pair's image id.
+- Score map ("score_map": true, models/common.py): each of the score's cosines splits over positions -- the global
+  one over stride-32 positions (global_fc is linear), TAM's over regions (region r carries its mean word attention
+  times its feature), CFM's over regions (its marginal p(r) times its feature) -- so a region's share of the final
+  score is the mean of its shares of the three (the global one moved onto the region grid, common.spread):
+  "tam_cfm_score" ("score" with both modules off), summing to the score. "tam", "cfm_regions" stay as read-outs.
 Switches: use_tam, use_cfm, use_cd (CCNetOptions). The loss (ccnet_loss, registered for the arch) reads
 forward()'s full scores and global embeddings.
 """
@@ -37,7 +42,7 @@ from torch import nn
 from .. import losses
 from .base import Explanation
 from .base import Pairs
-from .common import SeedModel, SeedOptions, region_proj, regions
+from .common import SeedModel, SeedOptions, global_positions, paired_dot, region_proj, regions, spread
 from .registry import register, register_loss
 
 
@@ -52,6 +57,8 @@ class CCNetOptions(SeedOptions):
 
 @register("ccnet")
 class CCNet(SeedModel):
+    summary = ("CCNet lets each word of the description look for the image regions it matches and learns which "
+               "words and regions tend to occur together.")  # one plain sentence for the page
     config_class = CCNetOptions
 
     def __init__(self, config: dict | CCNetOptions, name: str | None = None, vocab=None):
@@ -77,12 +84,45 @@ class CCNet(SeedModel):
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
 
-    def image_state(self, images):
-        """{"global": pooled feature [N, d]; "regions": [N, h, w, d] (TAM or CFM on), else "activation" [N, h, w]}."""
+    def _state(self, images, positions):
+        """{"global": pooled feature [N, d]; "regions": [N, h, w, d] (TAM or CFM on), else "activation" [N, h, w];
+        "positions": the pooled feature's per-position shares [N, h32, w32, d] (with positions)}."""
         g, reg, feats = self._visual(images)
+        extra = {"positions": global_positions(self.global_fc, feats[-1])} if positions else {}
         if reg is not None:
-            return {"global": g, "regions": reg.unflatten(1, feats[1].shape[-2:])}
-        return {"global": g, "activation": self.activation(feats[-1])}
+            return {"global": g, "regions": reg.unflatten(1, feats[1].shape[-2:]), **extra}
+        return {"global": g, "activation": self.activation(feats[-1]), **extra}
+
+    def score_map_state(self, state, texts):
+        st = self.state_tensors(state)
+        if "positions" not in st:
+            return None
+        g, pos = st["global"], st["positions"]
+        words, mask, t = self._words(texts)
+        th = self.normalize(t)
+        glob = paired_dot(pos, th) / g.norm(dim=-1).clamp(min=1e-12)[:, None, None]
+        if "regions" not in st:
+            return glob
+        reg4 = st["regions"]
+        hw = reg4.shape[1:3]
+        reg = reg4.flatten(1, 2)                                            # [N, R, d]
+        sim = torch.einsum("nrd,ntd->ntr", self.normalize(reg), self.normalize(words))
+        m = mask[:, :, None]
+        parts = [spread(glob, hw)]
+        if self.use_tam:
+            w = ((self.lam * sim).softmax(-1) * m).sum(1) / m.sum(1).clamp(min=1)       # [N, R]
+            agg = torch.einsum("nr,nrd->nd", w, reg)
+            parts.append(w * torch.einsum("nrd,nd->nr", reg, th) / agg.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+        if self.use_cfm:
+            logits = (self.lam * sim).masked_fill(~m, float("-inf"))
+            joint = logits.flatten(1).softmax(-1).view_as(logits)                          # [N, T, R]
+            p = joint.sum(1)
+            pv = torch.einsum("nr,nrd->nd", p, reg)
+            pt = torch.einsum("nt,ntd->nd", joint.sum(2), words)
+            parts.append(p * torch.einsum("nrd,nd->nr", reg, self.normalize(pt))
+                         / pv.norm(dim=-1, keepdim=True).clamp(min=1e-12))
+        parts = [parts[0]] + [q.view(-1, *hw) for q in parts[1:]]
+        return torch.stack(parts).mean(0)
 
     def _fine(self, reg, words):
         """Fine-grained cosine similarity [N, M, T, R] between every word and every region."""
@@ -147,6 +187,7 @@ class CCNet(SeedModel):
             maps["cfm_regions"] = cfm.sum(0).reshape(*hw)
         if not maps:  # no fine-grained module on: the global feature map's activation is all there is
             maps["global"] = st["activation"][0].cpu().numpy()
+        self._with_score_map(maps, st, text, "tam_cfm_score" if reg is not None else "score")
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]), cfm=cfm)
 
 

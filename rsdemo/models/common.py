@@ -8,7 +8,18 @@ pretrained weights, and the trainer feeds their cached outputs, rsdemo.features,
 step), "tune_top" (with a frozen image backbone: its layers after the stride-16 map train all the same; the trainer
 caches the maps below them and runs those layers every step: for Lite0, blocks 5-6 and the 1280-channel head conv,
 2.6M of its 3.4M weights), "word_dim" (BiGRU word embedding), "max_words", "margin" (the triplet margin the seed
-papers' losses start from).
+papers' losses start from), "score_map" (see below).
+
+Score maps ("score_map": true; what we decided). Every seed model's image embedding is, up to a normalisation, a sum
+over image positions: global_fc is linear, so the pooled feature is the mean of global_fc at each stride-32 position,
+and the paper modules add position sums of their own (SSJDN's clues, DOVE's and CCNet's region pooling). Each
+model therefore splits its own score exactly over positions: the map "<module>_score" (plain "score" with the
+modules off) holds each position's share of the model's score for this query, and its sum is the score
+(tests/test_models.py checks it). It is the model's own evidence read from its effect on the score, not attention
+and not a baseline, and it depends on the query. The image side lives in the state ("positions": the per-position
+joint-space vectors, batch first, channel last); the text side is applied in score_map_state, so a cached state
+explains as the pixels do. Off by default: the state stays small and the synthetic checkpoints keep their maps;
+the UCM grounding recipes (scripts/ucm.py) turn it on and train it with train.mosaic_weight (rsdemo.training).
 """
 from __future__ import annotations
 
@@ -43,6 +54,7 @@ class SeedOptions(Options):
     word_dim: int = 300
     max_words: int = 48
     margin: float = 0.2
+    score_map: bool = False                   # per-position shares of the score in the state and explain
 
 
 class SeedModel(RetrievalModel):
@@ -72,6 +84,14 @@ class SeedModel(RetrievalModel):
             self.text = TextBackbone(len(vocab), self.embed_dim, config.word_dim)
         # scene classes (written into the config by the trainer from the training labels) for label-aware modules
         self.classes = list(config.classes)
+        if config.score_map and not self.has_score_maps():
+            raise ValueError(f'"score_map": {self.arch} has no score maps (the seed-paper models have: amfmn, '
+                             f'ccnet, ssjdn, dove)')
+
+    @classmethod
+    def has_score_maps(cls) -> bool:
+        """Whether the architecture splits its score over positions (implements _state and score_map_state)."""
+        return cls._state is not SeedModel._state
 
     @classmethod
     def uses_vocabulary(cls, config) -> bool:
@@ -93,6 +113,21 @@ class SeedModel(RetrievalModel):
         feature (the global embedding decomposed per position)."""
         f = self.backbone(x)[-1]                                            # [N, C, h, w]
         return self.global_fc(f.permute(0, 2, 3, 1))
+
+    def image_state(self, images):
+        return self._state(images, self.config.score_map)
+
+    def _state(self, images, positions: bool) -> dict:
+        """The image state; with positions, also the per-position shares the score maps read."""
+        raise NotImplementedError
+
+    def score_maps(self, images, texts) -> torch.Tensor:
+        return self.score_map_state(self._state(images, True), texts)
+
+    def _with_score_map(self, maps: dict, st: dict, text: str, name: str) -> None:
+        """Adds the score map of the first image of state st for text, as maps[name], where st has positions."""
+        if "positions" in st:
+            maps[name] = self.score_map_state({k: v[:1] for k, v in st.items()}, [text])[0].cpu().numpy()
 
     def cam_target(self) -> CamTarget:
         return CamTarget(self.backbone, False, lambda out: out[-1], lambda t: t)
@@ -165,6 +200,40 @@ class SeedModel(RetrievalModel):
         """The words behind the word features (WordPieces for MiniLM), as many as the mask keeps."""
         words = self.text.tokens(text) if self.text.kind == "minilm" else tokenize(text)
         return words[: int(mask.sum())] or ["<unk>"]
+
+
+def spread(x: torch.Tensor, size) -> torch.Tensor:
+    """[..., h, w] -> [..., H, W] keeping the total: a cell moves whole to the target cell holding its centre
+    (coarser target) or splits evenly over the target cells whose centres it holds (finer target). Score maps of
+    several resolutions are summed on one grid this way without changing their sum."""
+    H, W = int(size[0]), int(size[1])
+    a = _spread_matrix(x.shape[-2], H, x)
+    b = _spread_matrix(x.shape[-1], W, x)
+    return torch.einsum("Hh,...hw,Ww->...HW", a, x, b)
+
+
+def _spread_matrix(n: int, m: int, like: torch.Tensor) -> torch.Tensor:
+    """[m, n], every column summing to 1 (see spread)."""
+    a = torch.zeros(m, n, dtype=like.dtype, device=like.device)
+    if m >= n:
+        src = ((torch.arange(m) + 0.5) * n / m).long().clamp(max=n - 1)
+        a[torch.arange(m), src] = 1.0
+        a = a / a.sum(0, keepdim=True).clamp(min=1)
+    else:
+        dst = ((torch.arange(n) + 0.5) * m / n).long().clamp(max=m - 1)
+        a[dst, torch.arange(n)] = 1.0
+    return a
+
+
+def global_positions(fc: nn.Linear, last: torch.Tensor) -> torch.Tensor:
+    """fc at each position of the last map [N, C, h, w], divided by the position count: [N, h, w, d] whose sum
+    over positions is fc(mean over positions) (fc is linear), the pooled global feature decomposed."""
+    return fc(last.permute(0, 2, 3, 1)) / (last.shape[-2] * last.shape[-1])
+
+
+def paired_dot(positions: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """[N, h, w, d] . [N, d] -> [N, h, w]: pair i's positions against pair i's direction."""
+    return torch.einsum("nhwd,nd->nhw", positions, direction)
 
 
 def region_proj(cin: int, d: int) -> nn.Module:

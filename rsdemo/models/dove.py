@@ -21,6 +21,12 @@ What we decided:
   count both (for T=20, d=256, G=4: 0.16 vs 31.9 MFLOPs, checked in tests/test_modules.py).
 - Global visual-semantic constraint: InfoNCE on the global (pre-ROAM) embeddings, weight `global_weight`, beside
   the triplet on the final score.
+- Score map ("score_map": true, models/common.py): the final image embedding is (1 - a_v) * g + a_v * r, g the mean
+  of global_fc over stride-32 positions and r = sum over stride-16 positions of (the text's mix of the K slot maps
+  at that position) * region feature, so it splits over positions; each position's dot product with the final text
+  embedding over the image embedding's norm is its share of the score: "roam_score" ("score" with ROAM off), where
+  the regions ROAM orients toward this query carry the match. The state keeps the region features ("regions") and
+  the global feature's per-position shares ("positions") for it; "roam" and "roam_text" stay as read-outs.
 Switches: use_roam, use_dtga, use_global (DOVEOptions). The loss (dove_loss, registered for the arch) reads
 forward()'s final scores, global embeddings and ROAM's attention maps.
 """
@@ -36,7 +42,7 @@ from torch import nn
 from .. import losses
 from .base import Explanation
 from .base import Pairs
-from .common import SeedModel, SeedOptions, region_proj, regions
+from .common import SeedModel, SeedOptions, global_positions, paired_dot, region_proj, regions, spread
 from .registry import register, register_loss
 
 
@@ -79,6 +85,8 @@ class DOVEOptions(SeedOptions):
 
 @register("dove")
 class DOVE(SeedModel):
+    summary = ("DOVE pulls the image and the description towards the same region-level picture of the scene, "
+               "with a small helper that widens what the text can say.")  # one plain sentence for the page
     config_class = DOVEOptions
 
     def __init__(self, config: dict | DOVEOptions, name: str | None = None, vocab=None):
@@ -99,22 +107,47 @@ class DOVE(SeedModel):
         if self.use_dtga:
             self.dtga = DTGA(d, config.genomes)
 
-    def _visual(self, images, state=False):
+    def _visual(self, images, state=False, positions=False):
         """Global feature [N, d]; regional features [N, K, d] and slot attention [N, K, h, w] (ROAM on). With
-        state: the image state {"global", "slots", "roam"} (ROAM on), else {"global", "activation" [N, h, w]}."""
+        state: the image state {"global", "slots", "roam"} (ROAM on), else {"global", "activation" [N, h, w]};
+        with positions also "positions" (the global feature's per-position shares [N, h32, w32, d]) and, ROAM on,
+        "regions" (the region features [N, h16, w16, d])."""
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
+        extra = {"positions": global_positions(self.global_fc, feats[-1])} if positions else {}
         if not self.use_roam:
-            return {"global": g, "activation": self.activation(feats[-1])} if state else (g, None, None)
+            return ({"global": g, "activation": self.activation(feats[-1]), **extra} if state else
+                    (g, None, None))
         reg = regions(self.region(feats[1]))                               # [N, R, d]
         att = torch.einsum("kd,nrd->nkr", self.queries, reg) / math.sqrt(reg.shape[-1])
         att = att.softmax(-1)
         slots = att @ reg                                                  # [N, K, d]
         att = att.view(*att.shape[:2], *feats[1].shape[-2:])
-        return {"global": g, "slots": slots, "roam": att} if state else (g, slots, att)
+        if positions:
+            extra["regions"] = reg.unflatten(1, feats[1].shape[-2:])
+        return {"global": g, "slots": slots, "roam": att, **extra} if state else (g, slots, att)
 
-    def image_state(self, images):
-        return self._visual(images, state=True)
+    def _state(self, images, positions):
+        return self._visual(images, state=True, positions=positions)
+
+    def score_map_state(self, state, texts):
+        st = self.state_tensors(state)
+        if "positions" not in st:
+            return None
+        g, pos = st["global"], st["positions"]
+        t = self._text_global(*self._words(texts))
+        if not self.use_roam:
+            return paired_dot(pos, self.normalize(t)) / g.norm(dim=-1).clamp(min=1e-12)[:, None, None]
+        slots, att, reg = st["slots"], st["roam"], st["regions"]
+        beta = (torch.einsum("nd,nkd->nk", t, slots) / math.sqrt(t.shape[-1])).softmax(-1)
+        r = torch.einsum("nk,nkd->nd", beta, slots)
+        av, at = torch.sigmoid(self.gate_v), torch.sigmoid(self.gate_t)
+        v2 = g + av * (r - g)
+        t2 = self.normalize(t + at * (r - t))
+        mix = torch.einsum("nk,nkhw->nhw", beta, att)                      # the text's mix of the slot maps
+        own = mix * paired_dot(reg, av * t2)                               # r's share, stride-16 grid
+        glob = spread(paired_dot(pos, (1 - av) * t2), own.shape[-2:])      # g's share, moved onto that grid
+        return (own + glob) / v2.norm(dim=-1).clamp(min=1e-12)[:, None, None]
 
     def _text_global(self, words, mask, t):
         if self.use_dtga:
@@ -162,6 +195,7 @@ class DOVE(SeedModel):
             maps["roam_text"] = torch.einsum("k,khw->hw", beta[0, 0], att[0]).cpu().numpy()
         else:
             maps["global"] = st["activation"][0].cpu().numpy()
+        self._with_score_map(maps, st, text, "roam_score" if self.use_roam else "score")
         return Explanation(maps, self.tokens(text, mask), float(s[0, 0]))
 
 

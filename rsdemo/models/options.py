@@ -151,6 +151,13 @@ class TrainOptions(Typed):
     amp: bool = True                         # bf16 autocast on CUDA
     views: int = 1                           # dihedral views of cached images (needs a frozen image encoder)
     backbone_lr_scale: float = 0.1           # lr factor of pretrained layers that train (a model's tune_top)
+    # the grounding objective (rsdemo.training.inputs, losses.tile_loss): 2x2 mosaics of training photos of four
+    # scene classes; a caption of one tile must find that tile through the model's own score map (score_maps)
+    mosaic_weight: float = 0.0               # its weight beside the retrieval loss; 0: off
+    mosaics: int = 2000                      # mosaics built (through the frozen backbone once, cached)
+    mosaic_batch: int = 32                   # mosaics per step
+    mosaic_scale: float = 20.0               # logit scale of the per-tile shares of the score
+    mosaic_size: int = 512                   # mosaic side before the model's resize (rsdemo.grounding's 512)
 
 
 @dataclass(kw_only=True)

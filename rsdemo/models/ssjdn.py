@@ -21,6 +21,12 @@ What we decided:
 - STL: the bidirectional triplet whose margin for same-label negatives shrinks by a batch-set constant
   (rsdemo.losses.semantic_margin); off = the fixed margin.
 - Score: cosine of the global embeddings (separable; stage 1 is exact).
+- Score map ("score_map": true, models/common.py): the embedding is global_fc(mean of stride-32 positions) plus the
+  clue projection of the per-scale means of the extracted (SEM-weighted, SSM-suppressed) features, all linear in
+  the positions; each scale's per-position contributions are moved onto the stride-16 grid without changing their
+  sum (common.spread), the biases shared evenly, and each position's dot product with the text feature over the
+  embedding's norm is its share of the cosine: "bsd_score" ("score" with BSD off), where the extracted clues and
+  the global feature agree with the query. SEM/SSM stay as the paper's read-outs (they do not see the query).
 Switches: use_bsd, use_lsd, use_stl (SSJDNOptions). The loss (ssjdn_loss, registered for the arch) reads
 forward()'s global embeddings.
 """
@@ -36,7 +42,7 @@ from .. import losses
 from ..data.world import SCENES
 from .base import Explanation
 from .base import Pairs
-from .common import SeedModel, SeedOptions
+from .common import SeedModel, SeedOptions, global_positions, paired_dot, spread
 from .registry import register, register_loss
 
 
@@ -68,6 +74,8 @@ class SSJDNOptions(SeedOptions):
 
 @register("ssjdn")
 class SSJDN(SeedModel):
+    summary = ("SSJDN separates what a scene holds from the scale it is seen at, with the scene labels guiding "
+               "both image and text.")  # one plain sentence for the page
     config_class = SSJDNOptions
 
     def __init__(self, config: dict | SSJDNOptions, name: str | None = None, vocab=None):
@@ -91,12 +99,13 @@ class SSJDN(SeedModel):
             self.cls_txt = nn.Linear(d, len(self.classes))
 
     def _pass(self, ps, sems, order):
-        """One direction of BSD: extracted pooled clues per scale, salience and suppression maps."""
+        """One direction of BSD: extracted features per scale ([N, h, H, W]: their mean is the clue), salience and
+        suppression maps."""
         ps = list(ps)
         clues, sal, sup = [None] * 3, [None] * 3, [None] * 3
         for k, i in enumerate(order):
             m = sems[i](ps[i])
-            clues[i] = (ps[i] * m).mean((2, 3))
+            clues[i] = ps[i] * m
             sal[i] = m
             if k + 1 < len(order):
                 j = order[k + 1]
@@ -104,27 +113,47 @@ class SSJDN(SeedModel):
                 ps[j] = ps[j] * sup[j]
         return clues, sal, sup
 
-    def _visual(self, images, maps=False):
+    def _visual(self, images, maps=False, positions=False):
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
         info = {}
+        grid = feats[1].shape[-2:]
+        if positions:  # the embedding's per-position shares on the stride-16 grid (see the module docstring)
+            pos = spread(global_positions(self.global_fc, feats[-1]).permute(0, 3, 1, 2), grid)
         if self.use_bsd:
             ps = [p(f) for p, f in zip(self.proj, feats)]
             c1, s1, u1 = self._pass(ps, self.sem_up, [0, 1, 2])
             c2, s2, u2 = self._pass(ps, self.sem_down, [2, 1, 0])
-            g = g + self.clues(torch.cat([a + b for a, b in zip(c1, c2)], 1))
+            g = g + self.clues(torch.cat([a.mean((2, 3)) + b.mean((2, 3)) for a, b in zip(c1, c2)], 1))
+            if positions:
+                ext = [a + b for a, b in zip(c1, c2)]                        # extracted features per scale
+                w = self.clues.weight.split([e.shape[1] for e in ext], 1)   # the clue projection per scale
+                for wi, e in zip(w, ext):
+                    pos = pos + spread(torch.einsum("dc,nchw->ndhw", wi, e) / (e.shape[-2] * e.shape[-1]), grid)
+                pos = pos + (self.clues.bias / (grid[0] * grid[1]))[None, :, None, None]
             if maps:
                 for i, stride in enumerate((8, 16, 32)):
                     info[f"sem{stride}"] = ((s1[i] + s2[i]) / 2)[:, 0]
                     info[f"ssm{stride}"] = (u1[i] if u1[i] is not None else u2[i])[:, 0]
         elif maps:  # BSD off: the global map's activation is the only spatial signal left
             info["activation"] = self.activation(feats[-1])
+        if positions:
+            info["positions"] = pos.permute(0, 2, 3, 1)
         return g, info
 
-    def image_state(self, images):
-        """{"global": [N, d], and the maps explain shows: "sem8".."ssm32" [N, h, w] (BSD on) or "activation"}."""
-        g, info = self._visual(images, maps=True)
+    def _state(self, images, positions):
+        """{"global": [N, d], and the maps explain shows: "sem8".."ssm32" [N, h, w] (BSD on) or "activation";
+        "positions": the embedding's per-position shares [N, h16, w16, d] (with positions)}."""
+        g, info = self._visual(images, maps=True, positions=positions)
         return {"global": g, **info}
+
+    def score_map_state(self, state, texts):
+        st = self.state_tensors(state)
+        if "positions" not in st:
+            return None
+        _, _, t = self._words(texts)
+        g = st["global"]
+        return paired_dot(st["positions"], self.normalize(t)) / g.norm(dim=-1).clamp(min=1e-12)[:, None, None]
 
     def encode_image(self, images):
         return self.normalize(self._visual(images)[0])
@@ -139,7 +168,9 @@ class SSJDN(SeedModel):
         st = self.state_tensors(state)
         words, mask, t = self._words([text])
         s = float((self.state_embedding(st)[:1] @ self.normalize(t).T)[0, 0])
-        maps = {("global" if k == "activation" else k): m[0].cpu().numpy() for k, m in st.items() if k != "global"}
+        maps = {("global" if k == "activation" else k): m[0].cpu().numpy() for k, m in st.items()
+                if k not in ("global", "positions")}
+        self._with_score_map(maps, st, text, "bsd_score" if self.use_bsd else "score")
         return Explanation(maps, self.tokens(text, mask), s)
 
 

@@ -8,6 +8,9 @@
   captions, so only the heads run each step.
 - Views (train.views > 1, frozen image encoder only): each pair takes one of the dihedral views of its image,
   chosen by (seed, epoch, step); a caption stating an orientation keeps the original view.
+- Mosaics (train.mosaic_weight > 0, frozen image encoder only): the grounding objective's inputs (Mosaics): 2x2
+  mosaics of training photos, their backbone maps cached once (features.mosaic_features); each step also gives a
+  batch of them with a caption of each one's target photo and the target tile.
 - Determinism: the epoch's pair order comes from a generator seeded by (seed, epoch), so a run resumed from a
   mid-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
 """
@@ -51,6 +54,46 @@ def order(n_pairs: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n_pairs, generator=g)
 
 
+class Mosaics:
+    """train.mosaics 2x2 mosaics of ds's photos, four different scene classes each where ds has labels (four
+    different photos otherwise), drawn once with a fixed seed so runs of every seed share the cached features; the
+    target tile cycles over the four. step() draws train.mosaic_batch of them and one caption of each target photo,
+    fixed by (seed, epoch, step)."""
+
+    def __init__(self, model, ds: CaptionDataset, progress: bool = False):
+        tcfg = model.config.train
+        rng = np.random.default_rng(0)
+        by: dict[str, list[int]] = {}
+        for i, r in enumerate(ds.records):
+            if r.label:
+                by.setdefault(r.label, []).append(i)
+        classes = sorted(by)
+        if len(ds) < 4:
+            raise ValueError(f"train.mosaic_weight: mosaics need at least 4 training photos, got {len(ds)}")
+        self.tiles = []
+        for _ in range(tcfg.mosaics):
+            if len(classes) >= 4:
+                self.tiles.append([int(rng.choice(by[classes[c]])) for c in rng.choice(len(classes), 4, replace=False)])
+            else:
+                self.tiles.append([int(i) for i in rng.choice(len(ds), 4, replace=False)])
+        self.target = torch.arange(len(self.tiles)) % 4
+        self.captions = [r.captions for r in ds.records]
+        self.bs = tcfg.mosaic_batch
+        self.maps = features.mosaic_features(model, ds, self.tiles, tcfg.mosaic_size, progress)
+
+    def step(self, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1):
+        """(cached mosaic maps, captions, target tiles) of this rank's share of the step's mosaics."""
+        g = torch.Generator().manual_seed(((seed * 100003 + epoch) * 100019 + step) * 31 + 7)
+        pick = torch.randint(len(self.tiles), (self.bs,), generator=g)
+        which = torch.rand(self.bs, generator=g)
+        pick, which = pick[rank::world], which[rank::world]
+        caps = []
+        for j, u in zip(pick.tolist(), which.tolist()):
+            cs = self.captions[self.tiles[j][int(self.target[j])]]
+            caps.append(cs[min(int(u * len(cs)), len(cs) - 1)])
+        return features.batch_images(self.maps, pick.tolist()), caps, self.target[pick]
+
+
 class Batches:
     """The pairs of `ds` and the inputs of each step for `model` (see the module docstring)."""
 
@@ -68,6 +111,11 @@ class Batches:
             self.cache = ImageCache(ds, model.config.image_size, model.config.normalize, progress)
         if "text" in frozen:
             self.words = features.WordCache(model, [c for r in ds.records for c in r.captions], progress)
+        self.mosaics = None
+        if model.config.train.mosaic_weight > 0:
+            if "image" not in frozen:
+                raise ValueError("train.mosaic_weight needs a frozen image backbone (the mosaics' maps are cached)")
+            self.mosaics = Mosaics(model, ds, progress)
         # frozen encoders: time to compute (or read back) their cached outputs, not part of the training time
         self.cache_seconds = round(time.perf_counter() - t, 1) if frozen else None
         self.pairs = [(i, c) for i, r in enumerate(ds.records) for c in r.captions]
@@ -83,7 +131,8 @@ class Batches:
         return self.cache.batch(idx).to(self.dev)
 
     def step(self, epoch: int, step: int, rank: int = 0, world: int = 1):
-        """(images, texts, captions, labels, image ids) of this rank's share of the global batch of (epoch, step)."""
+        """(images, texts, captions, labels, image ids, mosaics) of this rank's share of the global batch of (epoch,
+        step); mosaics: (maps, texts, target tiles) with train.mosaic_weight, else None."""
         if self._epoch != epoch:
             self._epoch, self._order = epoch, order(len(self.pairs), self.seed, epoch)[: self.steps_per_epoch * self.bs]
         idx = self._order[step * self.bs:(step + 1) * self.bs][rank::world]
@@ -96,4 +145,8 @@ class Batches:
         else:
             images = self._images(img_idx)
         texts = self.words.batch(caps) if self.words is not None else caps
-        return images, texts, caps, [self.labels[i] for i in img_idx], img_idx
+        mosaics = None
+        if self.mosaics is not None:
+            maps, mcaps, target = self.mosaics.step(self.seed, epoch, step, rank, world)
+            mosaics = (maps, self.words.batch(mcaps) if self.words is not None else mcaps, target)
+        return images, texts, caps, [self.labels[i] for i in img_idx], img_idx, mosaics

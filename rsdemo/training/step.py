@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import losses
 from ..models.base import Pairs
 from ..models.registry import loss_for
 
@@ -21,10 +22,18 @@ class TrainStep(nn.Module):
         self.model = model
         self.loss_fn = loss_for(model.arch)
 
-    def forward(self, images, texts, captions: list[str], labels=None, image_ids=None) -> dict:
+    def forward(self, images, texts, captions: list[str], labels=None, image_ids=None, mosaics=None) -> dict:
         """{"loss": scalar, parts...} of one batch of matched pairs (image i <-> captions[i]); texts are the
-        captions or their cached encoder outputs."""
-        return self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
+        captions or their cached encoder outputs. mosaics: (mosaic images, texts, target tiles) adds the grounding
+        objective (losses.tile_loss on the model's score_maps) with weight train.mosaic_weight."""
+        res = self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
+        if mosaics is not None:
+            tcfg = self.model.config.train
+            maps = self.model.score_maps(mosaics[0], mosaics[1])
+            tile = losses.tile_loss(maps.float(), mosaics[2], tcfg.mosaic_scale)
+            res["loss"] = res["loss"] + tcfg.mosaic_weight * tile
+            res["mosaic"] = tile.detach()
+        return res
 
 
 def optimise(net: nn.Module, model: nn.Module, opt, sched, batch, grad_clip: float | None, amp: bool,
@@ -33,9 +42,9 @@ def optimise(net: nn.Module, model: nn.Module, opt, sched, batch, grad_clip: flo
     `device_type` when `amp`) through `net` (TrainStep, or DDP around it), backward, gradient clipping, optimiser
     and schedule steps. Returns the loss; a non-finite one stops training with advice instead of corrupting the
     weights."""
-    images, texts, caps, labels, img_idx = batch
+    images, texts, caps, labels, img_idx, *mosaics = batch
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=amp):
-        res = net(images, texts, caps, labels, img_idx)
+        res = net(images, texts, caps, labels, img_idx, *mosaics)
     loss = res["loss"].float()
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {loss.item()} at {where}: lower the learning rate ({lr})")

@@ -1,0 +1,84 @@
+"""The grounding objective (train.mosaic_weight): mosaics of training photos, a caption of one tile must find that
+tile through the model's own score map (models/common.py score maps, losses.tile_loss, training.inputs.Mosaics)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rsdemo import losses
+from rsdemo.data.transforms import mosaic
+from rsdemo.models.common import spread
+
+WORLD = "synthetic:60"
+
+
+def test_tile_loss_on_constructed_maps():
+    flat = torch.zeros(4, 8, 8)
+    target = torch.arange(4)
+    assert float(losses.tile_loss(flat, target)) == pytest.approx(math.log(4), abs=1e-6)   # no location: chance
+    right = torch.zeros(4, 8, 8)
+    for k in range(4):   # each map's mass in its target tile (row-major)
+        r, c = divmod(k, 2)
+        right[k, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 0.1
+    wrong = right.roll(1, 0)
+    assert float(losses.tile_loss(right, target)) < 0.01 < math.log(4) < float(losses.tile_loss(wrong, target))
+    # odd grids (224 px inputs: 7x7 stride-32 maps): a cell belongs to the tile holding its centre
+    odd = torch.zeros(1, 7, 7)
+    odd[0, 4:, 4:] = 1.0
+    assert float(losses.tile_loss(odd, torch.tensor([3]))) < 1e-3
+
+
+def test_spread_keeps_the_total_and_the_place():
+    x = torch.arange(16.0).view(1, 4, 4)
+    for size in [(8, 8), (2, 2), (7, 7), (4, 4)]:
+        y = spread(x, size)
+        assert y.shape == (1, *size) and float(y.sum()) == pytest.approx(float(x.sum()))
+    one = torch.zeros(1, 4, 4)
+    one[0, 3, 0] = 1.0
+    assert torch.equal(spread(one, (2, 2))[0], torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+    assert float(spread(one, (8, 8))[0, 6:, :2].sum()) == pytest.approx(1.0)
+
+
+def test_mosaic_tiles_are_row_major():
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    m = np.asarray(mosaic([Image.new("RGB", (30, 30), c) for c in colours], 64))
+    assert [tuple(m[r, c]) for r, c in ((10, 10), (10, 50), (50, 10), (50, 50))] == colours
+
+
+def test_mosaic_objective_trains_and_caches(tmp_path, monkeypatch):
+    monkeypatch.setenv("RSDEMO_CACHE", str(tmp_path / "cache"))
+    from rsdemo import features
+    from rsdemo.checkpoint import load
+    from rsdemo.data.formats import open_dataset
+    from rsdemo.training import TrainArgs, train
+    from rsdemo.training.inputs import Mosaics
+
+    over = {"score_map": True, "image_size": 64,
+            "train": {"mosaic_weight": 1.0, "mosaics": 12, "mosaic_batch": 6, "mosaic_size": 128}}
+    card = train(TrainArgs(model="dove-lite0", data=WORLD, out=str(tmp_path / "run"), epochs=1, batch_size=16,
+                           lr=1e-3, progress=False, overrides=over))
+    m = load(tmp_path / "run" / "last.safetensors")
+    assert m.config.score_map and m.config.train.mosaic_weight == 1.0 and card["metrics"]
+    ex = m.explain(Image.new("RGB", (64, 64), (90, 120, 60)), "a green field")
+    assert abs(float(ex.maps["roam_score"].sum()) - ex.score) < 1e-4
+    # the mosaics: four scene classes each, the target cycling, the maps cached on disk and read back
+    train_ds = open_dataset(WORLD).split("train")
+    mo = Mosaics(m, train_ds)
+    labels = [{train_ds.records[i].label for i in t} for t in mo.tiles]
+    assert all(len(s) == 4 for s in labels) and mo.target.tolist()[:5] == [0, 1, 2, 3, 0]
+    assert len(list((tmp_path / "cache" / "features").glob("mosaic-*"))) == 1
+    again = features.mosaic_features(m, train_ds, mo.tiles, 128)
+    assert all(torch.equal(a, b) for a, b in zip(again, mo.maps))
+    maps, caps, target = mo.step(0, 0, 0)
+    told = {c for t, k in zip(mo.tiles, mo.target.tolist()) for c in train_ds.records[t[k]].captions}
+    assert len(caps) == 6 and set(caps) <= told and maps[1].shape[0] == 6 and target.shape == (6,)
+    assert mo.step(0, 0, 0)[1] == caps and mo.step(0, 0, 1)[1] != caps      # fixed by (seed, epoch, step)
+
+
+def test_score_map_needs_an_architecture_with_score_maps():
+    from rsdemo.models.factory import create_model
+
+    with pytest.raises(ValueError, match="score_map"):
+        create_model("dual-lite0", score_map=True)
