@@ -98,7 +98,7 @@ GRID = {
 # the grounding recipes (see the module docstring): weights tried on the dev blocks, epochs tried, the grounding
 # measure used for the choice (scene mosaics of the dev blocks; no RISE, no object mosaics: CPU time)
 GROUND_MODELS = ("amfmn-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0")
-GROUND_WEIGHTS = (0.0, 1.0, 4.0)
+GROUND_WEIGHTS = (0.0, 2.0)
 GROUND_EPOCHS = 3
 GROUND_DEV_MOSAICS = 60
 GROUND_MR_SLACK = 1.0        # retrieval mR a published grounding checkpoint may lose against the committed card
@@ -500,12 +500,20 @@ def ground_final(args) -> None:
     """The chosen recipe on the full train ids, seeds SEEDS[:--seeds], as rows "<model>+ground"."""
     res = load_results()
     for m in ground_models(args):
-        g = res.get("ground", {}).get(m, {})
-        if "chosen" not in g:
-            print(f"{m}: no grounding dev choice yet, skipped", flush=True)
+        g = res.setdefault("ground", {}).setdefault(m, {})
+        if "chosen" in g:
+            ch = g["dev"][g["chosen"]]
+            epochs, variant = max(1, int(ch["best_epoch"])), ch["set"]
+        elif args.ground_weight is not None and m in res["dev"]:
+            # no dev runs of its own (CPU time): the weight other models' dev blocks chose, the epochs this
+            # model's own dev run of the old recipe chose
+            epochs, variant = max(1, int(res["dev"][m]["best_epoch"])), ground_variant(res, m, args.ground_weight)
+            g["transfer"] = {"weight": args.ground_weight, "epochs": epochs,
+                             "from": sorted(k for k, v in res["ground"].items() if v.get("chosen"))}
+            save_results(res, "ground", m)
+        else:
+            print(f"{m}: no grounding dev choice yet (or --ground-weight), skipped", flush=True)
             continue
-        ch = g["dev"][g["chosen"]]
-        epochs, variant = max(1, int(ch["best_epoch"])), ch["set"]
         for seed in SEEDS[: args.seeds]:
             key = f"{m}+ground/s{seed}"
             old = res["runs"].get(key)
@@ -568,10 +576,22 @@ def ground_publish(args) -> None:
                 "epochs_chosen_on": "best epoch and mosaic weight on the last 10 train ids of each class (210): "
                                     "dev mR and the grid pointing of the own score map there"}):
             g["published"] = r["checkpoint"]
-            rsdemo("eval-explain", "--real", "--data", f"ucm:{rel(data_dir(args))}", "--images",
-                   rel(images_dir(args)), "--multilabels", rel(SHARED / "ucm_multilabels"), "--models", f"ucm/{m}",
-                   "--write")
+            write_grounding(m, g["val"], args)
         save_results(res, "ground", m)
+
+
+def write_grounding(m: str, val: dict, args) -> None:
+    """The published checkpoint's rows of rsdemo/results/grounding*.json (and docs/RESULTS.md) from ground_val's
+    measurement of the same weights (a byte copy): what `rsdemo eval-explain --real --models ucm/<m> --write`
+    writes, without measuring twice."""
+    from rsdemo import grounding
+
+    setup = {"split": "val", "seed": 0, "mosaics": 100, "per_object": 4, "images": 21, "image_size": None,
+             "object_mosaics": next(iter(val["maps"].values())).get("object_n", 0)}
+    cmd = (f"rsdemo eval-explain --real --data ucm:{rel(data_dir(args))} --images {rel(images_dir(args))} "
+           f"--multilabels {rel(SHARED / 'ucm_multilabels')} --write")
+    for p in grounding.write_results({f"ucm/{m}": {"maps": val["maps"], "objects": val["objects"]}}, setup, cmd):
+        print(f"wrote {rel(p)}", flush=True)
 
 
 def ground(args) -> None:
@@ -699,14 +719,19 @@ def write(args) -> dict:
                   "the best epoch is kept): " + "; ".join(devs) + "."]
     grounds = []
     for m, g in res.get("ground", {}).items():
-        if not g.get("dev"):
+        if g.get("dev"):
+            txt = f"`{m}`: " + ", ".join(
+                f"mosaic weight {d['set'].get('train.mosaic_weight', 0):g}: dev mR {d['dev_mr']:.2f}, {SCORE_MAPS[m]} "
+                f"{d['hit']:.0f}% hits / {d['energy']:.1f}% energy (best epoch {d['best_epoch']})"
+                for d in g["dev"].values())
+            if g.get("chosen"):
+                txt += f"; chosen {g['chosen']}"
+        elif g.get("transfer"):
+            tr = g["transfer"]
+            txt = (f"`{m}`: no dev runs of its own (CPU time): mosaic weight {tr['weight']:g} as chosen for "
+                   f"{', '.join(tr['from']) or 'the other models'}, {tr['epochs']} epochs as its old recipe's dev run")
+        else:
             continue
-        txt = f"`{m}`: " + ", ".join(
-            f"mosaic weight {d['set'].get('train.mosaic_weight', 0):g}: dev mR {d['dev_mr']:.2f}, {SCORE_MAPS[m]} "
-            f"{d['hit']:.0f}% hits / {d['energy']:.1f}% energy (best epoch {d['best_epoch']})"
-            for d in g["dev"].values())
-        if g.get("chosen"):
-            txt += f"; chosen {g['chosen']}"
         dec = g.get("decision")
         if dec:
             txt += (f"; seed 0 on val: mR {dec['old_mr']:.2f} -> {dec['new_mr']:.2f}, best own map {dec['old_map']} "
@@ -747,6 +772,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per model (default 3)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--ground-weight", type=float, help="ground-final for a model without grounding dev runs: this "
+                   "mosaic weight (chosen on other models' dev blocks) and its old recipe's dev epochs")
     args = p.parse_args(argv)
     steps = ["dev", "final", "argsort", "zeroshot", "publish", "write"] if args.step == "all" else [args.step]
     for s in steps:
