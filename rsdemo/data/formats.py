@@ -617,6 +617,16 @@ def open_dataset(spec: str, images=None, labels=None) -> CaptionDataset:
     return load(spec, None, images, labels)
 
 
+NAMES = {"synthetic": "synthetic world", "ucm": "UCM-captions", "rsitmd": "RSITMD", "rsicd": "RSICD",
+         "sydney": "Sydney-captions", "folder": "an image folder"}
+
+
+def dataset_name(data: str | None) -> str:
+    """The imagery a dataset spec names, as people write it ("UCM-captions"); never a path."""
+    d = domain(data)
+    return NAMES.get(d, Path(d).stem or d)
+
+
 def domain(data: str | None) -> str:
     """The kind of imagery a dataset spec names: 'synthetic', 'ucm', 'rsitmd', ... (its format word), 'folder'
     for none; what checkpoints are ranked by for a gallery (rsdemo.checkpoint.rank)."""

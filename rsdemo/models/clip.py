@@ -156,6 +156,8 @@ class CLIPOptions(Options):
 
 @register("clip")
 class CLIP(RetrievalModel):
+    summary = ("CLIP: an image network and a text network trained together so that a picture and its "
+               "description end up close.")  # one plain sentence for the page
     separable = True
     config_class = CLIPOptions
 

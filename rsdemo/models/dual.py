@@ -35,6 +35,8 @@ class DualOptions(SeedOptions):
 
 @register("dual")
 class DualEncoder(SeedModel):
+    summary = ("A two-tower model in the style of CLIP: the image and the description each become one vector, "
+               "and the nearest vectors match.")  # one plain sentence for the page
     config_class = DualOptions
 
     def __init__(self, config: dict | DualOptions, name: str | None = None, vocab=None):

@@ -40,6 +40,8 @@ class DualLabelOptions(DualOptions):
 
 @register("dual-label")
 class DualLabel(DualEncoder):
+    summary = ("The two-tower model plus a scene-class guess on each side, so that an image and a description "
+               "must also agree on the kind of scene.")  # one plain sentence for the page
     config_class = DualLabelOptions
 
     def __init__(self, config: dict | DualLabelOptions, name: str | None = None, vocab=None):
