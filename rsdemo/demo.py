@@ -20,15 +20,19 @@ import numpy as np
 import torch
 
 from .checkpoint import catalogue, checkpoint_dirs, load_model, rank  # noqa: F401 - re-exported (public names of the service)
-from .data.formats import domain, open_dataset
+from .data.formats import dataset_name, domain, open_dataset
 from .data.images import open_image
 from .data.sources import resolve_gallery
-from .explain import cooccurrence, gradcam, own_maps, region_similarity, word_maps, word_sources
+from . import results
+from .explain import (IMAGE_MAP, SENTENCE, cooccurrence, find_word, gradcam, image_similarity, own_maps,
+                      region_similarity, word_map, words)
 from .files import cache_root
 from .index import Retriever, list_images
+from .models.registry import arch_class
 
 DEFAULT_GALLERY = "synthetic:300:7"  # a world with another seed: images no demo checkpoint saw in training
-MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut
+MAX_QUERY = 1000                     # characters; a longer text is refused rather than silently cut (the page's
+                                     # text box stops at the same length)
 MAX_K = 50
 BASELINES = ("baseline_region_sim", "baseline_gradcam")
 
@@ -70,6 +74,16 @@ def read_image(image):
         raise InputError(f"Could not read that file as an image ({type(e).__name__}: {e}).") from None
 
 
+def summary(card: dict) -> str:
+    """One plain sentence on what a model does, for the page: its architecture's `summary` (a class attribute
+    beside the model), else the first clause of the card's description."""
+    try:
+        text = getattr(arch_class(card.get("arch")), "summary", "")
+    except ValueError:   # an architecture this install does not have
+        text = ""
+    return text or re.split(r"[:;(]", card.get("description") or "", maxsplit=1)[0].strip()
+
+
 # ---- galleries ---------------------------------------------------------------------------------------------
 
 class Gallery:
@@ -97,9 +111,13 @@ class Gallery:
             self.folder = str(Path(images).resolve())
         self.data, self.split = data, split
         self.domain = domain(data) if data else "folder"
-        self.title = (f"{data}{' / ' + split if split else ''}" if data else self.folder)
+        self.size = len(self.dataset) if self.dataset is not None else len(list_images(self.folder))
+        # the title names the gallery on the page and in the API: what it is, never where it lies on disk
+        where = dataset_name(data) if data else Path(self.folder).name
+        self.title = " · ".join([where] + ([split] if split else [])
+                                + [f"{self.size:,} image{'s' if self.size != 1 else ''}"])
         if data == DEFAULT_GALLERY:
-            self.title = "synthetic demo gallery (300 scenes never seen in training)"
+            self.title = f"synthetic demo gallery · {self.size} scenes never seen in training"
         ident = f"{data}|{Path(images).resolve() if images else ''}|{split}"
         self.key = hashlib.sha256(ident.encode()).hexdigest()[:12]
 
@@ -112,6 +130,33 @@ class Gallery:
         if self.dataset is None:
             return ["many buildings next to a road", "a river through green fields", "planes at an airport"]
         return self.dataset.example_captions(n)
+
+    def example_images(self, n: int = 6) -> list[str]:
+        """n of the gallery's own images to search with, one per scene label in turn (labels spread evenly over
+        the sorted list), or spread evenly over a bare folder; none for a synthetic gallery (the page keeps its
+        packaged examples: scenes the gallery does not hold)."""
+        def spread(items: list) -> list:
+            return [items[i] for i in dict.fromkeys(np.linspace(0, len(items) - 1, min(n, len(items))).round()
+                                                     .astype(int).tolist())]
+
+        if self.domain == "synthetic":
+            return []
+        if self.dataset is None:
+            return spread(list_images(self.folder))
+        by_label: dict[str, list[int]] = {}
+        for i, r in enumerate(self.dataset.records):
+            by_label.setdefault(r.label or "", []).append(i)
+        groups = ([by_label[k] for k in spread(sorted(by_label))] if len(by_label) > 1
+                  else [[i] for i in spread(list(range(len(self.dataset))))])   # no labels: spread over images
+        out = []
+        for ids in groups:
+            for i in ids:
+                try:
+                    out.append(os.path.abspath(self.dataset.image_path(i)))
+                    break
+                except ValueError:  # a listed image that is missing: the next one of its label
+                    continue
+        return out
 
     def labels(self) -> dict[str, str]:
         """Absolute image path -> scene label, where the data has labels."""
@@ -138,6 +183,8 @@ class Demo:
             galleries = [galleries or Gallery()]
         self.galleries: dict[str, Gallery] = {g.title: g for g in galleries}
         self.all_models = catalogue(dirs)
+        for m in self.all_models:
+            m["summary"] = summary(m["card"])
         if not self.all_models:
             raise InputError("no trained checkpoints found (rsdemo/checkpoints/ or RSDEMO_CHECKPOINTS); train one with "
                              "`rsdemo train` or set RSDEMO_HF_REPO")
@@ -173,14 +220,22 @@ class Demo:
             raise
         except ValueError as e:
             raise InputError(str(e).split("\n")[0]) from None
-        if g.dataset is None and not list_images(g.folder):
+        if g.dataset is None and not g.size:
             raise InputError(f"{g.folder}: no images (PNG, JPEG, TIFF, WebP, BMP) in this folder.")
         with self._lock:
-            self.galleries.setdefault(g.title, g)
-        return self.galleries[g.title]
+            for old in self.galleries.values():
+                if old.key == g.key:
+                    return old
+            title, n = g.title, 1
+            while g.title in self.galleries:  # another folder of the same name and size
+                n += 1
+                g.title = f"{title} ({n})"
+            self.galleries[g.title] = g
+        return g
 
     def models_for(self, gallery: str | None = None) -> list[dict]:
-        """The models, those trained on the gallery's kind of imagery first, then by measured mR."""
+        """The models, those trained on the gallery's kind of imagery first, then by measured retrieval and
+        grounding (checkpoint.rank)."""
         return rank(self.all_models, self.get_gallery(gallery).domain)
 
     @property
@@ -291,7 +346,8 @@ class Demo:
         model = model or self.default_for(gallery)
         self.retriever(model, gallery)
         known = self._pathsets[(g.key, model)]
-        for p in (str(Path(g.folder) / name), name):
+        # the index keeps absolute paths; a gallery opened with a relative folder (../data) names them relatively
+        for p in (str(Path(g.folder) / name), os.path.abspath(Path(g.folder) / name), name):
             if p in known:
                 return p
         raise InputError(f"{name!r} is not an image of this gallery.")
@@ -318,41 +374,99 @@ class Demo:
                 self._explained.popitem(last=False)
         return item
 
+    def map_figures(self, model: str | None = None, gallery: str | None = None) -> tuple[dict[str, float], str | None]:
+        """How often each map of `model` points at the thing named, in % (rsdemo.results.pointing: measured on the
+        gallery's kind of imagery where that was measured for this model, else on the other), and where."""
+        return results.pointing(model or self.default_for(gallery), self.get_gallery(gallery).domain)
+
+    def best_map(self, names: list[str], model: str | None = None, gallery: str | None = None) -> str | None:
+        """The map a result opens on: the best-measured of `names` for this model and imagery (its own map wins a
+        tie with a baseline); the first of `names` when none was measured."""
+        figures, _ = self.map_figures(model, gallery)
+        measured = [n for n in names if n in figures]
+        if not measured:
+            return names[0] if names else None
+        return max(measured, key=lambda n: (figures[n], results.own_map(n)))
+
+    def _baseline(self, item: dict, chosen: str) -> np.ndarray:
+        with self._lock:
+            heat = item["maps"].get(chosen)
+        if heat is None:
+            m, image, query = item["model"], item["image"], item["query"]
+            heat = (region_similarity(m, image, query, ex=item["ex"]) if chosen == "baseline_region_sim"
+                    else gradcam(m, image, query))
+            if heat is None:
+                raise InputError(f"{chosen} is not available for this model.")
+            with self._lock:
+                item["maps"][chosen] = heat
+        return heat
+
+    def _whole(self, item: dict, chosen: str) -> np.ndarray:
+        """Map `chosen` of one explanation (an own map, else a baseline computed once and kept with it)."""
+        own = own_maps(item["ex"])
+        if chosen in own:
+            return own[chosen]
+        if chosen not in BASELINES:
+            raise InputError(f"Map {chosen!r} is not one of {', '.join(list(own) + list(BASELINES))}.")
+        return self._baseline(item, chosen)
+
     def explain(self, name: str, query: str, model: str | None = None, map: str | None = None,
                 word: str | None = None, gallery: str | None = None) -> dict:
-        """One map (a model's own, or a baseline) of a gallery image, as data: {image (PIL), heat (the map at its
-        own resolution), map (its name), maps (the names to choose from), words (those with their own maps),
-        tokens, score, cooccurrence (rsdemo.explain.cooccurrence: the word x region matrix, or None)}.
-        rsdemo.ui draws it (ui.explained_image, ui.cooccurrence_figure)."""
+        """One map (a model's own, or a baseline) of a gallery image, for the whole text or one of its words, as
+        data: {image (PIL), heat (the map at its own resolution), map (its name: `map`, or by default the
+        best-measured one, best_map), maps (the names to choose from), word (the word shown, or None for the
+        whole text), words (the text's content words: rsdemo.explain.words keys, function words left out),
+        word_source ("stack": the word's own rows of a per-word map; "alone": the map of the word alone as the
+        text; None), same_for_words (that word's map equals the whole text's: a map that ignores the words),
+        tokens, score, cooccurrence (rsdemo.explain.cooccurrence: the word x region matrix, or None), figures
+        and measured_on (map_figures)}. rsdemo.ui draws it (ui.explained_image, ui.cooccurrence_view)."""
+        model = model or self.default_for(gallery)
         item = self.explanation(name, query, model, gallery)
-        ex, image, m = item["ex"], item["image"], item["model"]
-        own = own_maps(ex)
-        names = list(own) + list(BASELINES)
-        chosen = map or (names[0] if names else None)
-        words = word_maps(ex) if word_sources(ex) else {}
-        if word:
-            if word not in words:
-                raise InputError(f"No per-word map for {word!r}; words with maps: {', '.join(words) or 'none'}.")
-            heat, shown = words[word], f"{word_sources(ex)[0]}: {word}"
-        else:
-            if chosen not in names:
-                raise InputError(f"Map {chosen!r} is not one of {', '.join(names)}.")
-            if chosen in own:
-                heat = own[chosen]
-            else:
-                with self._lock:
-                    heat = item["maps"].get(chosen)
-                if heat is None:
-                    fn = region_similarity if chosen == "baseline_region_sim" else gradcam
-                    heat = (fn(m, image, item["query"], ex=ex) if fn is region_similarity
-                            else fn(m, image, item["query"]))
-                    with self._lock:
-                        item["maps"][chosen] = heat
-                if heat is None:
-                    raise InputError(f"{chosen} is not available for this model.")
-            shown = chosen
-        return {"image": image, "heat": np.asarray(heat), "map": shown, "maps": names, "words": list(words),
-                "tokens": list(ex.tokens), "score": float(ex.score), "cooccurrence": cooccurrence(ex)}
+        ex, image = item["ex"], item["image"]
+        names = list(own_maps(ex)) + list(BASELINES)
+        chosen = map or self.best_map(names, model, gallery)
+        if chosen not in names:
+            raise InputError(f"Map {chosen!r} is not one of {', '.join(names)}.")
+        heat = self._whole(item, chosen)
+        key, source, same = None, None, False
+        if word and word != SENTENCE:
+            try:
+                w = find_word(list(ex.tokens), word)
+            except ValueError:
+                raise InputError(f"No word {word!r} in “{item['query']}”.") from None
+            key, one = w["key"], word_map(ex, chosen, w["key"])
+            if one is not None:
+                source = "stack"
+            else:   # a map not built word by word: the same map with the word alone as the text
+                alone = self.explanation(name, w["word"], model, gallery)
+                if chosen not in own_maps(alone["ex"]) and chosen not in BASELINES:
+                    raise InputError(f"Map {chosen!r} has no per-word version.")
+                one, source = self._whole(alone, chosen), "alone"
+                same = np.asarray(one).shape == np.asarray(heat).shape and np.allclose(one, heat, atol=1e-6)
+            heat = one
+        figures, where = self.map_figures(model, gallery)
+        return {"image": image, "heat": np.asarray(heat), "map": chosen, "maps": names, "word": key,
+                "words": [w["key"] for w in words(list(ex.tokens)) if not w["function"]], "word_source": source,
+                "same_for_words": bool(same), "tokens": list(ex.tokens), "score": float(ex.score),
+                "cooccurrence": cooccurrence(ex), "figures": figures, "measured_on": where}
+
+    def explain_image(self, name: str, image, model: str | None = None, gallery: str | None = None) -> dict:
+        """An image->image result explained: the cosine of each region of the result (`name`) with the query
+        image's embedding (rsdemo.explain.image_similarity: which parts of the result look like the query to
+        this model), as data shaped like explain's (map IMAGE_MAP, no words, no co-occurrence)."""
+        query = read_image(image)
+        model = model or self.default_for(gallery)
+        path = self.resolve(name, model, gallery)
+        m, result = self.model(model), open_image(path)
+        with torch.no_grad():
+            e = m.encode_image(m.preprocess([result, query])).float()
+            e = torch.nn.functional.normalize(e, dim=-1)
+            heat = image_similarity(m, result, e[1])
+        if heat is None:
+            raise InputError(f"{model} has no per-region embeddings, so it cannot show where an image matches.")
+        return {"image": result, "heat": np.asarray(heat), "map": IMAGE_MAP, "maps": [IMAGE_MAP], "word": None,
+                "words": [], "word_source": None, "same_for_words": False, "tokens": [],
+                "score": float(e[0] @ e[1]), "cooccurrence": None, "figures": {}, "measured_on": None}
 
     def warm(self, model: str | None = None, gallery: str | None = None) -> None:
         """Loads the model and its index (what a cold start pays once)."""
