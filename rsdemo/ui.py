@@ -86,9 +86,10 @@ def with_colorbar(im: Image.Image, cmap: str = "jet") -> Image.Image:
     return out
 
 
-def map_picture(out: dict, side: int = 448) -> Image.Image:
+def map_picture(out: dict, side: int = 320) -> Image.Image:
     """What the page shows for one explained result: the map over the image (a small image brought up to `side`
-    px first, so the page shows it large and the bar's words stay sharp), with its colour bar."""
+    px first, so the bar's words stay sharp; not more, so the page's label and buttons stay in the margin), with
+    its colour bar."""
     im = out["image"]
     if max(im.size) < side:
         scale = side / max(im.size)

@@ -189,3 +189,106 @@ def test_service_imports_no_rendering():
     bad = {m for m in names if m.split(".")[0] in ("gradio", "plotly", "huggingface_hub", "pandas")
            or m.lstrip(".") in ("ui", "page", "rsdemo.ui", "rsdemo.page")}
     assert not bad, f"rsdemo.demo imports {bad}"
+
+
+# ---- the page's wording and plumbing (no page needed) ------------------------------------------------------
+
+def test_link_round_trip():
+    """ui.view_link makes the address a view is reopened at; view_params reads it back (any characters)."""
+    from rsdemo import ui
+
+    q = "two planes & a road: 50% cover?"
+    link = ui.view_link("http://127.0.0.1:7860/?gallery=old#x", "UCM-captions · val · 210 images", "ucm/ccnet-lite0",
+                        q, 12)
+    assert link.startswith("http://127.0.0.1:7860/?") and "old" not in link
+    assert ui.view_params(link) == {"gallery": "UCM-captions · val · 210 images", "model": "ucm/ccnet-lite0",
+                                    "q": q, "k": "12"}
+    assert ui.view_params("http://127.0.0.1:7860/") == {}
+
+
+def test_no_paths_in_cards():
+    """The page never shows where files lie: paths in cards and commands are cut to their last part."""
+    from rsdemo import ui
+
+    text = "rsdemo train --data ucm:../shared/data/ucm_captions --images /work/x/ucm_images ~/y/z http://h/a/b R@1/5"
+    assert ui.no_paths(text) == ("rsdemo train --data ucm:…/ucm_captions --images …/ucm_images …/z http://h/a/b "
+                                 "R@1/5")
+    for m in catalogue():
+        m["summary"] = "x"
+        md = ui.card_markdown(m)
+        assert "| trained on |" in md and "<details>" in md and "../" not in md and "/work" not in md, m["name"]
+
+
+def test_refused_input_keeps_the_outputs():
+    """A page event that refuses its input changes none of its outputs and says why in the notice line."""
+    import gradio as gr
+
+    from rsdemo.page import _page
+
+    def refuse(*_):
+        raise InputError("The description is 1,200 characters long; please keep it under 1,000.")
+
+    out = _page(refuse, 3)()
+    assert len(out) == 4 and all(isinstance(o, type(gr.skip())) for o in out[:3]) and "1,200" in out[3]
+    assert _page(lambda: ("a", "b"), 2)() == ("a", "b", "")   # a success clears the notice
+    assert _page(lambda: "a", 1)() == ("a", "")
+
+
+def test_one_text_limit():
+    """The text box stops where the server would refuse: one constant."""
+    from rsdemo.demo import MAX_QUERY, clean_query
+
+    assert clean_query("x" * MAX_QUERY)
+    with pytest.raises(InputError, match=f"under {MAX_QUERY:,}"):
+        clean_query("x" * (MAX_QUERY + 1))
+
+
+def test_gallery_titles_name_no_paths(tmp_path):
+    """A gallery is titled by what it is (dataset, split, size), never by its folder's path; a real gallery's
+    example images are its own."""
+    from fixtures import write_coco
+
+    from rsdemo.demo import Demo, Gallery
+
+    write_coco(tmp_path / "d")
+    g = Gallery(str(tmp_path / "d" / "images"), f"ucm:{tmp_path / 'd'}", "train")
+    assert g.title == "UCM-captions · train · 3 images"
+    assert g.example_images() and all(p.startswith(str(tmp_path / "d" / "images")) for p in g.example_images())
+    folder = Gallery(str(tmp_path / "d" / "images"))
+    assert folder.title == "images · 5 images" and len(folder.example_images(2)) == 2
+    assert Gallery().example_images() == []   # synthetic: the page's packaged examples
+    demo = Demo([g, folder])
+    (tmp_path / "e" / "images").mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "e" / "images" / f"{i}.png")
+    other = demo.add_gallery(str(tmp_path / "e" / "images"))   # same name and size, another folder
+    assert other.title == "images · 5 images (2)" and demo.add_gallery(str(tmp_path / "e" / "images")) is other
+
+
+@pytest.mark.parametrize("arch", __import__("rsdemo.models.registry", fromlist=["x"]).list_archs())
+def test_every_architecture_says_what_it_does(arch):
+    """One plain sentence per model for the page: no internal notes (sizes, pixels, parentheses)."""
+    from rsdemo.models.registry import arch_class
+
+    s = arch_class(arch).summary
+    assert 40 < len(s) < 200 and s.endswith(".") and s.count(". ") == 0, s
+    assert not any(w in s for w in ("px", "(", "CPU", "lr", "seed")), s
+
+
+def test_quiet_start():
+    """`python app.py` logs rsdemo's stages and every library's warnings, not the libraries' INFO chatter."""
+    import logging
+
+    from rsdemo.page import quiet_logs
+
+    root, ours = logging.getLogger(), logging.getLogger("rsdemo")
+    old = root.level, ours.level
+    try:
+        quiet_logs()
+        assert logging.getLogger("rsdemo.app").isEnabledFor(logging.INFO)
+        for lib in ("faiss.loader", "httpx"):
+            assert not logging.getLogger(lib).isEnabledFor(logging.INFO)
+            assert logging.getLogger(lib).isEnabledFor(logging.WARNING)
+    finally:
+        root.setLevel(old[0])
+        ours.setLevel(old[1])
