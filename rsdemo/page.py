@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import functools
+import json
 import logging
 import os
 import tempfile
@@ -62,8 +63,15 @@ JS = """
   });
   new MutationObserver(tag).observe(document.body, {subtree: true, childList: true, characterData: true});
   tag();
+  // each map's one-line description (ui.map_tips) as the hover text of its choice in the map menu
+  const tips = %s;
+  const tip = () => document.querySelectorAll('#map label').forEach(l => {
+    const t = tips[l.textContent.trim().split(' · ')[0]];
+    if (t && l.title !== t) l.title = t;
+  });
+  new MutationObserver(tip).observe(document.body, {subtree: true, childList: true});
 }
-"""
+""" % json.dumps(ui.map_tips())
 
 
 def _safe(fn):
@@ -295,7 +303,9 @@ class Actions:
         return self._compare_shown(state, i, index)
 
     def card(self, name):
-        return self.demo.info(name)["card"]
+        """The whole card, its file-system paths cut (the data spec, the commands): the page never says where files
+        lie."""
+        return json.loads(ui.no_paths(json.dumps(self.demo.info(name)["card"], default=str)))
 
     # ---- the named API (gradio_client): JSON in, JSON out -----------------------------------------------------
     def search_text(self, query, model, k, gallery):

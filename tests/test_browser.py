@@ -237,7 +237,10 @@ def test_ucm_page_feels_native(browser, tmp_path, monkeypatch):
         assert planes >= 3, f"only {planes} of the top 5 are airplane images ({[h['name'] for h in hits]})"
         open_heatmap(pg)
         text = pg.locator("body").inner_text()
-        assert not PATH.findall(text) and str(images) not in text
+        pg.get_by_role("tab", name="Models").click()   # the cards there too
+        pg.locator("#cards-table").wait_for(timeout=30_000)
+        text += pg.locator("body").inner_text()
+        assert "ucm_captions" in text and not PATH.findall(text) and str(images) not in text, PATH.findall(text)[:5]
         shoot(pg, tmp_path / "ucm.png")  # never kept: the pictures are UCM's, not the project's
         pg.close()
     finally:
