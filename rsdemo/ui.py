@@ -159,6 +159,12 @@ def map_name(name: str) -> tuple[str, str]:
     return name.replace("_", " "), ""
 
 
+def map_tips() -> dict[str, str]:
+    """Plain map name -> its one-line description, for the map menu's hover text (SSJDN's scales 8, 16, 32)."""
+    names = list(MAPS) + [f"{k}{s}" for k in _SCALES for s in (8, 16, 32)]
+    return dict(map_name(n) for n in names)
+
+
 def map_choices(names: list[str], figures: dict[str, float], where: str | None) -> list[tuple[str, str]]:
     """(label, name) per map for the map menu: the plain name and, where measured, how often it points at the
     thing named (figures: Demo.map_figures)."""
