@@ -69,6 +69,9 @@ def test_maps_read_plainly_and_stay_in_step(app_page, browser, shots):
     # plain names, no identifiers; the measured figure where there is one
     labels = [t.strip() for t in pg.locator("#map label").all_inner_texts()]
     assert "baseline: Grad-CAM" in " ".join(labels) and not any("_" in t for t in labels), labels
+    pg.wait_for_function("() => [...document.querySelectorAll('#map label')].every(l => l.title)",
+                         timeout=10_000)                           # each choice's description on hover
+    assert "gradient" in pg.locator("#map label", has_text="baseline: Grad-CAM").get_attribute("title")
     figures, _ = demo.map_figures(demo.default)
     if figures:
         assert any("%" in t for t in labels)
