@@ -425,7 +425,7 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                 with gr.Row(equal_height=False):
                     for i in range(COMPARE_SLOTS):
                         with gr.Column(visible=i < 3, min_width=220) as col:
-                            c_gal = gr.Gallery(label=" ", columns=3, height=300, allow_preview=False,
+                            c_gal = gr.Gallery(label=" ", columns=3, height=350, allow_preview=False,
                                                elem_id=f"compare-{i}", elem_classes="rs-hits", object_fit="cover")
                             c_galleries.append(c_gal)
                             slots += [col, c_gal,
