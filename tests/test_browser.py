@@ -105,6 +105,8 @@ def test_synthetic_refused_upload_keeps_the_results(app_page, browser, shots, tm
     bad.write_bytes(b"these bytes are not a picture " * 40)
     pg.locator("#upload input[type=file]").set_input_files(str(bad))
     pg.locator("#upload", has_text=re.compile(r"holiday\s*\.png")).wait_for(timeout=30_000)   # its whole name
+    label, name = (pg.locator(f"#upload {q}").first.bounding_box() for q in ("label", ".file-preview-holder"))
+    assert label["y"] + label["height"] <= name["y"] + 1, "the upload box's label covers the file"
     pg.locator("#image-btn").click()
     notice = pg.locator("#notice")
     pg.wait_for_function("() => document.querySelector('#notice').innerText.trim().startsWith('⚠')",
