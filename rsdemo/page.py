@@ -48,6 +48,7 @@ CSS = """
 #upload .upload-container, #upload .file-preview-holder, #seen .image-container {margin-top: 34px}  /* below
    the label, not under it */
 #card pre {max-height: 360px; overflow: auto}
+#example-images .grid-wrap {min-height: 0; max-height: none}   /* as tall as its two rows, no blank below */
 /* the gallery's label above the thumbnails, not over the first one */
 .rs-hits .grid-wrap {padding-top: 40px}
 """
