@@ -122,6 +122,7 @@ def image_features(model, ds, progress: bool = False, batch_size: int = 32, view
     return feats
 
 
+@torch.no_grad()   # (tuned top layers require grad: without this every batch's graph would be kept)
 def mosaic_features(model, ds, mosaics: list, size: int = 512, progress: bool = False,
                     batch_size: int = 32) -> list[torch.Tensor]:
     """[f8, f16, f32] of 2x2 mosaics of ds's images ([len(mosaics), C, h, w] fp16 each, CPU): mosaics is a list of
