@@ -182,6 +182,10 @@ def test_synthetic_search_heatmap_switch_model(app_page, browser, shots):
     assert pg.locator("#results img").count() == 10
     src = open_heatmap(pg)
     assert pg.locator("#map label").count() >= 2
+    pg.wait_for_function("() => { const c = document.querySelector('#cooc');"   # the co-occurrence chart drawn
+                         " return !c || c.offsetParent === null || c.querySelector('.js-plotly-plot .main-svg'); }",
+                         timeout=30_000)
+    pg.wait_for_timeout(500)
     shoot(pg, shots / "search.png")
 
     other = page.rsdemo.names()[1]
