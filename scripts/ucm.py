@@ -590,7 +590,8 @@ def write_grounding(m: str, val: dict, args) -> None:
              "object_mosaics": next(iter(val["maps"].values())).get("object_n", 0)}
     cmd = (f"rsdemo eval-explain --real --data ucm:{rel(data_dir(args))} --images {rel(images_dir(args))} "
            f"--multilabels {rel(SHARED / 'ucm_multilabels')} --write")
-    for p in grounding.write_results({f"ucm/{m}": {"maps": val["maps"], "objects": val["objects"]}}, setup, cmd):
+    maps = {k: val["maps"][k] for k in sorted(val["maps"], key=grounding._order)}   # own maps first (json sorted)
+    for p in grounding.write_results({f"ucm/{m}": {"maps": maps, "objects": val["objects"]}}, setup, cmd):
         print(f"wrote {rel(p)}", flush=True)
 
 
