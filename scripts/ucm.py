@@ -641,8 +641,15 @@ def write(args) -> dict:
         base = m.removesuffix("+ground")
         what = {**PRETRAINED, **RANDOM_INIT}[base][0]
         if m != base:
-            what += (" + its score map trained on 2x2 mosaics (the grounding recipe, `python scripts/ucm.py "
-                     "ground`; mosaic weight and epochs chosen on the dev blocks)")
+            g = res.get("ground", {}).get(base, {})
+            w = (row["set"] or {}).get("train.mosaic_weight", 0)
+            how = ("chosen on the dev blocks" if g.get("chosen") else
+                   "no dev runs of its own: the weight fixed beforehand, its old recipe's dev epochs")
+            what += (f" with its score map read out (`score_map`; the dev blocks chose mosaic weight 0: the old "
+                     f"recipe's weights)" if not w else
+                     f" + its score map trained on 2x2 mosaics (mosaic weight {w:g}, {how}; `python scripts/ucm.py "
+                     f"ground`)")
+            row = dict(row, set={})    # the recipe is said above
         mark = " (best by dev mR; rsdemo/checkpoints/ucm)" if m == best else ""
         if row["set"]:
             what += f" (`--set {_tag(row['set'])}`, chosen on the dev blocks)"
