@@ -37,7 +37,9 @@ def test_every_benchmark_at_toy_size(tmp_path):
     assert "clip-tiny" in section("rerank")  # named as separable: no stage 2
     assert re.search(r"\| clip-tiny \| checkpoint \| patch_sim \| [\d.]+ \| [\d.]+ \([\d.]+x\)", section("explain"))
     assert re.search(r"\| amfmn-slim \| cpu \| 128 \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("train"))
-    assert re.search(r"\| 2 \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("e2e")), section("e2e")
+    assert re.search(r"\| 2, gradio_client \| \d+ \| [\d.]+ \| [\d.]+ \| [\d.]+ \| [\d.]+x \|", section("e2e")), section("e2e")
+    assert re.search(r"\| 1, Gradio's HTTP API .*\| [\d.]+x \|", section("e2e"))
+    assert re.search(r"no work .* \*\*[\d.]+ ms\*\* through gradio_client and \*\*[\d.]+ ms\*\*", section("e2e"))
     machine = section("machine")
     assert "cores" in machine and "faiss" in machine and "gradio" in machine and "Load average" in machine
     assert "rsdemo's search layer over raw FAISS" in machine
