@@ -13,7 +13,7 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from . import results
 from .data.images import open_image
@@ -66,8 +66,6 @@ def explained_image(out: dict) -> Image.Image:
 def with_colorbar(im: Image.Image, cmap: str = "jet") -> Image.Image:
     """The picture with the map's colour scale at its right, high at the top. Every map is min-max scaled per
     picture (rsdemo.explain.to_heatmap), so the ends read "high" and "low" rather than numbers."""
-    from PIL import ImageDraw, ImageFont
-
     im = im.convert("RGB")
     W, H = im.size
     size = max(11, H // 16)
