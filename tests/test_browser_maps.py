@@ -2,17 +2,16 @@
 names with their measured figures, a colour bar beside the map, the word and map menus in step, and a model
 without a co-occurrence module saying so. Screenshots go to $RSDEMO_SCREENSHOTS, else a temp folder."""
 import io
-import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from test_browser import FLAGS, shots  # noqa: F401 - shots: the screenshot folder fixture, shared
+from test_browser import search as _search
+
 QUERY = "two white planes parked beside the runway"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +24,6 @@ def browser():
         b = p.chromium.launch(executable_path=path, args=FLAGS)
         yield b
         b.close()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    out = Path(os.environ.get("RSDEMO_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _search(pg, text):
-    pg.locator("#query textarea").fill(text)
-    old = pg.locator("#results img").first.get_attribute("src") if pg.locator("#results img").count() else None
-    pg.locator("#search-btn").click()
-    pg.wait_for_function("old => { const i = document.querySelector('#results img'); return i && i.src !== old; }",
-                         arg=old, timeout=60_000)
 
 
 def _overlay_changes(pg, action):
