@@ -13,9 +13,13 @@ build the location in:
 - object queries: each object word ranks the photos by the model's own score; average precision and precision at
   10 against real presence (the multi-labels), beside the prevalence (what a random ranking gets).
 - deletion / insertion (RISE, Petsiuk et al. 2018) on single photos with the model's own score for the class
-  phrase: pixels (at the model's input size) are removed (set to the normalised mean, 0) or inserted (into a
-  blurred copy) in the map's order, most salient first; AUC of the mean curve normalised by its end points
-  (deletion: full photo 1, all removed 0: lower is better; insertion: blurred 0, full 1: higher is better).
+  phrase: pixels (at the model's input size) are removed from the photo or inserted into it, both against one
+  strongly blurred copy, in the map's order, most salient first; AUC of the mean curve normalised by its end
+  points (deletion: full photo 1, all removed 0: lower is better; insertion: blurred 0, full 1: higher is
+  better). What we decided: removed pixels take the blurred copy's values, not RISE's flat (mean) canvas, so
+  both curves share their end points. A flat image is far from any photo, and DOVE scores it as high as the
+  photo itself (UCM val, class phrases: 0.47-0.73 flat vs 0.46-0.75 photo, 0.15-0.59 blurred), which left its
+  normalised deletion AUC undefined for every map.
 Maps: the model's own (rsdemo.explain.own_maps), the region-similarity and Grad-CAM baselines, a uniform random
 map at the model's map resolution and a centre prior (a Gaussian at the image centre). Every draw is seeded.
 
@@ -51,6 +55,7 @@ from .explain import explain_all, to_heatmap
 SIZE = 512          # mosaic side: four 256-px UCM photos
 TILES = 2           # 2 x 2 grid
 STEPS = 8           # deletion / insertion: 1/8 of the pixels per step
+DELETION = "blurred"  # what removed pixels become (see the module docstring); part of the stored setup
 
 # plain phrases for the 21 UC Merced scene classes (the words the captions use)
 CLASS_PHRASES = {
@@ -350,7 +355,7 @@ def rise(model, ds, images: list[int], steps: int = STEPS, seed: int = 0, border
         score = _scorer(model, text)
         canvas = blur(x)
         for name, fm in all_maps(model, img, text, rng, border=border, gradient=gradient).items():
-            d, ins = deletion_insertion(score, x, to_heatmap(fm, S), steps, tie=tie, blurred=canvas)
+            d, ins = deletion_insertion(score, x, to_heatmap(fm, S), steps, tie=tie, removed=canvas, blurred=canvas)
             c = curves.setdefault(name, {"deletion": [], "insertion": []})
             c["deletion"].append(d)
             c["insertion"].append(ins)
@@ -461,6 +466,7 @@ def write_results(results: dict[str, dict], setup: dict, command: str, doc: Path
 
     folder = Path(folder or sections.DIR)
     folder.mkdir(parents=True, exist_ok=True)
+    setup = {**setup, "deletion": DELETION}          # rows measured against another canvas are not kept
     # the lock lives outside the results folder (package data: nothing but section files there)
     key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"rsdemo-grounding-{key}.lock", "w") as lock:
@@ -490,9 +496,10 @@ def _write(map_rows, obj, setup, command, doc, folder) -> list[Path]:
         f"object of the UC Merced multi-labels) whose target tile alone contains the object named by the query "
         f"(\"cars\", \"storage tanks\", ...; other tiles from the same scene class where the labels allow). "
         f"Deletion / insertion (RISE, Petsiuk et al. 2018): {setup['images']} single photos (one per class), the "
-        f"query its class phrase, the model's own score; 1/{STEPS} of the input pixels removed (set to the "
-        f"normalised mean) or inserted (into a blurred copy) per step in the map's order; AUC of the mean curve "
-        f"scaled so its end points are 0 and 1. `random`: a uniform random map at the model's map resolution; "
+        f"query its class phrase, the model's own score; 1/{STEPS} of the input pixels removed from the photo "
+        f"(replaced by a strongly blurred copy's values, so both curves share their end points) or inserted "
+        f"into that blurred copy per step in the map's order; AUC of the mean curve scaled so its end points are "
+        f"0 and 1. `random`: a uniform random map at the model's map resolution; "
         f"`centre`: a centred Gaussian; `baseline_*`: as in the faithfulness section. Written by `rsdemo "
         f"eval-explain --real` (rsdemo/grounding.py; `--models M` re-measures one model and keeps the others' "
         f"rows)."]

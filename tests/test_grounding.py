@@ -150,6 +150,21 @@ def test_real_photos_end_to_end():
     assert {x.split for x in dev.records} == {"train"}
 
 
+@pytest.mark.skipif(not (SHARED / "ucm_images").is_dir(), reason="needs ../shared/data/ucm_images and ucm_captions")
+def test_deletion_is_defined_when_a_flat_image_scores_like_the_photo():
+    """DOVE scores a flat (mean) image about as high as the photo for its class phrase; deletion against the
+    blurred copy (the insertion canvas) still has two distinct end points, so every map gets a number."""
+    from rsdemo.checkpoint import load_model
+    from rsdemo.data.formats import open_dataset
+
+    val = open_dataset(f"ucm:{SHARED / 'ucm_captions'}", images=SHARED / "ucm_images").split("val")
+    model = load_model("ucm/dove-lite0")
+    r = g.rise(model, val, g.pick_images(val, 3))
+    assert r and all(np.isfinite(v["deletion"]) and np.isfinite(v["insertion"]) for v in r.values())
+    # end points well apart keep the normalised AUCs near [0, 100] (the flat canvas gave -918 to -2020 here)
+    assert all(-50 < v["deletion"] < 150 for v in r.values()), r
+
+
 def test_trim_keeps_a_border_maximum_from_winning():
     m = np.zeros((6, 6), np.float32)
     m[0, 0], m[2, 3] = 9, 1                         # a corner artefact and the real peak
