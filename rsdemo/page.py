@@ -449,6 +449,13 @@ def build(gallery: str | None = None, data: str | None = None, split: str | None
                 with gr.Row():
                     gr.Plot(ui.faithfulness_figure(), show_label=False, elem_id="chart-maps-synthetic")
                     gr.Plot(ui.grounding_figure(), show_label=False, elem_id="chart-maps-ucm")
+                seeds = ui.section_frame("ucm_grounding")
+                if seeds is not None:   # issue 19's comparison: over seeds, module off, the dual encoder
+                    gr.Markdown("**Seed models on UCM photos, both measures**: each recipe over its seeds, beside "
+                                "the same recipe with its map's module off and the plain dual encoder (val split; "
+                                "docs/RESULTS.md says how each figure is measured).")
+                    gr.Dataframe(seeds, interactive=False, wrap=True, max_height=80 + 60 * len(seeds),
+                                 elem_id="grounding-seeds")
                 card_pick = gr.Dropdown(demo.names(), value=demo.default, label="model card")
                 card = gr.JSON(act.card(demo.default))
 

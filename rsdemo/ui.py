@@ -469,6 +469,19 @@ def cards_table(models: list[dict]):
                                        "val mR", "test mR"])
 
 
+def section_frame(name: str):
+    """A results section's table as the doc renders it (its own column templates), for a Dataframe; None when
+    the section has no rows yet."""
+    import pandas as pd
+
+    sec = results.load(name)
+    if not sec.get("rows"):
+        return None
+    cols = sec["columns"]
+    return pd.DataFrame([[results.cell(t, r).replace("`", "") for _, t in cols] for r in sec["rows"]],
+                        columns=[h for h, _ in cols])
+
+
 def _label(row: dict) -> str:
     """A results row's name, short enough for a chart axis."""
     if row.get("kind") == "published":

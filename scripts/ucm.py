@@ -104,6 +104,12 @@ GROUND_DEV_MOSAICS = 60
 GROUND_MR_SLACK = 1.0        # retrieval mR a published grounding checkpoint may lose against the committed card
 SCORE_MAPS = {"amfmn-lite0": "mvsa_score", "ccnet-lite0": "tam_cfm_score", "ssjdn-lite0": "bsd_score",
               "dove-lite0": "roam_score"}
+# the module each seed model's own map comes from, switched off for its ablation row (recipe, epochs and mosaic
+# objective otherwise the same; the map is then the plain split of the pooled score over positions, "score")
+MODULE_OFF = {"amfmn-lite0": ("MVSA", {"use_mvsa": False}), "ccnet-lite0": ("TAM+CFM", {"use_tam": False,
+                                                                                      "use_cfm": False}),
+              "ssjdn-lite0": ("BSD", {"use_bsd": False}), "dove-lite0": ("ROAM", {"use_roam": False})}
+REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch-similarity map, beside every row
 
 
 def _tag(variant: dict) -> str:
@@ -523,23 +529,61 @@ def ground_final(args) -> None:
     argsort_step(args)
 
 
-def ground_val(args) -> None:
-    """Every measure of rsdemo.grounding (the setup `rsdemo eval-explain --real` writes) of each grounding row's
-    seed-0 checkpoint on val, kept in docs/ucm.json for the publish rule."""
-    res = load_results()
-    labels = SHARED / "ucm_multilabels"
-    for m in ground_models(args):
-        r = res["runs"].get(f"{m}+ground/s0")
-        g = res.get("ground", {}).get(m)
-        if r is None or g is None or (g.get("val", {}).get("checkpoint") == r["checkpoint"] and not args.force):
-            continue
-        from rsdemo import grounding
+def ablation_row(m: str) -> str:
+    return f"{m}+ground -{MODULE_OFF[m][0]}"
 
-        got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=grounding.load_multilabels(labels))
-        g["val"] = {"checkpoint": r["checkpoint"], "maps": got["maps"], "objects": got["objects"]}
-        save_results(res, "ground", m)
+
+def ground_ablate(args) -> None:
+    """Each grounding recipe with its map's module off (MODULE_OFF): same set, epochs and mosaic weight, seeds
+    SEEDS[:--ablation-seeds], rows "<model>+ground -<module>" (retrieval as every run; grounding in ground_val)."""
+    res = load_results()
+    for m in ground_models(args):
+        base = res["runs"].get(f"{m}+ground/s0")
+        if base is None:
+            print(f"{m}: no grounding recipe run yet, no ablation", flush=True)
+            continue
+        name, off = MODULE_OFF[m]
+        variant = {**base["set"], **off}
+        for seed in SEEDS[: args.ablation_seeds]:
+            key = f"{ablation_row(m)}/s{seed}"
+            old = res["runs"].get(key)
+            if old and not args.force and old.get("set") == variant and old["epochs"] == base["epochs"]:
+                continue
+            out = RUNS / f"{m}+ground-no-{name.lower()}-s{seed}"
+            final_run(args, res, key, ablation_row(m), m, seed, base["epochs"], variant, out)
+    argsort_step(args)
+
+
+def grounding_runs(res: dict, models: list[str]) -> list[str]:
+    """Run keys whose grounding ground_val measures: every seed of the recipes and of their ablations."""
+    rows = {f"{m}+ground" for m in models} | {ablation_row(m) for m in models}
+    return sorted(k for k, r in res["runs"].items() if r["model"] in rows)
+
+
+def ground_val(args) -> None:
+    """Every measure of rsdemo.grounding (the setup `rsdemo eval-explain --real` writes) of each grounding run
+    (all seeds, and the module-off rows) on val, kept in docs/ucm.json ("grounding", by run key); a measurement
+    is redone when its checkpoint or the deletion canvas (grounding.DELETION) changed. A published seed-0
+    checkpoint's rows of rsdemo/results/grounding.json are rewritten from its new measurement."""
+    from rsdemo import grounding
+
+    res = load_results()
+    labels = grounding.load_multilabels(SHARED / "ucm_multilabels")
+    for key in grounding_runs(res, ground_models(args)):
+        r = res["runs"][key]
+        old = res.get("grounding", {}).get(key, {})
+        if (old.get("checkpoint") == r["checkpoint"] and old.get("deletion") == grounding.DELETION
+                and not args.force):
+            continue
+        got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=labels)
+        res.setdefault("grounding", {})[key] = {"checkpoint": r["checkpoint"], "deletion": grounding.DELETION,
+                                                "maps": got["maps"], "objects": got["objects"]}
+        save_results(res, "grounding", key)
         k, own = best_own(got["maps"])
-        print(f"{m}+ground s0 on val: best own map {k} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+        print(f"{key} on val: best own map {k} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+        m = r["model"].removesuffix("+ground")
+        if r["seed"] == 0 and res.get("ground", {}).get(m, {}).get("published") == r["checkpoint"]:
+            write_grounding(m, res["grounding"][key], args)
 
 
 def ground_publish(args) -> None:
@@ -556,14 +600,15 @@ def ground_publish(args) -> None:
     for m in ground_models(args):
         g = res.get("ground", {}).get(m, {})
         r = res["runs"].get(f"{m}+ground/s0")
-        if r is None or "val" not in g or g["val"]["checkpoint"] != r["checkpoint"]:
+        val = res.get("grounding", {}).get(f"{m}+ground/s0")
+        if r is None or val is None or val["checkpoint"] != r["checkpoint"]:
             continue
         old_card = json.loads((CKPT / f"{m}.json").read_text())
         if g.get("published") == r["checkpoint"] and old_card.get("recipe") and not args.force:
             continue
         old_mr, new_mr = old_card["metrics"]["val"]["mr"], r["val"]["mr"]
         old_k, old = best_own(stored.get(f"ucm/{m}", {}))
-        new_k, new = best_own(g["val"]["maps"])
+        new_k, new = best_own(val["maps"])
         ok = new_mr >= old_mr - GROUND_MR_SLACK and new["hit"] > old["hit"] and new["energy"] > old["energy"]
         g["decision"] = {"old_mr": old_mr, "new_mr": new_mr, "old_map": old_k, "old_hit": old["hit"],
                          "old_energy": old["energy"], "new_map": new_k, "new_hit": new["hit"],
@@ -576,7 +621,7 @@ def ground_publish(args) -> None:
                 "epochs_chosen_on": "best epoch and mosaic weight on the last 10 train ids of each class (210): "
                                     "dev mR and the grid pointing of the own score map there"}):
             g["published"] = r["checkpoint"]
-            write_grounding(m, g["val"], args)
+            write_grounding(m, val, args)
         save_results(res, "ground", m)
 
 
@@ -595,8 +640,114 @@ def write_grounding(m: str, val: dict, args) -> None:
         print(f"wrote {rel(p)}", flush=True)
 
 
+def _spread(vals: list) -> tuple[float | None, float | None]:
+    vals = [v for v in vals if v is not None and v == v]
+    if not vals:
+        return None, None
+    return statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else None
+
+
+def _ground_row(label: str, recipe: str, runs: list[dict], measured: list[dict], own: str) -> dict:
+    """One row of the "ucm_grounding" section: retrieval over `runs`, grounding of map `own` over `measured`
+    (per-seed measurements of the same runs), Grad-CAM of the same checkpoints beside it."""
+    def field(name, key):
+        return _spread([g["maps"].get(name, {}).get(key) for g in measured])
+    row = {"model": label, "recipe": recipe, "seeds": len(runs), "map": own, "measured": len(measured)}
+    row["val_mr"], row["val_mr_sd"] = _spread([r["val"]["mr"] for r in runs])
+    row["code_mr"], row["code_mr_sd"] = _spread([(r.get("val_amfmn_code") or {}).get("mr") for r in runs])
+    for key in ("hit", "energy", "object_hit", "deletion", "insertion"):
+        row[key], row[f"{key}_sd"] = field(own, key)
+    row["gc_deletion"], _ = field("baseline_gradcam", "deletion")
+    row["gc_insertion"], _ = field("baseline_gradcam", "insertion")
+    return row
+
+
+def _pm(field: str, digits: int = 1) -> list[str]:
+    return [f"{{{field}:.{digits}f}} ± {{{field}_sd:.{digits}f}}", f"{{{field}:.{digits}f}}"]
+
+
+GROUND_COLUMNS = [["model", "{model}"], ["recipe", "{recipe}"], ["seeds (retrieval / maps)", "{seeds} / {measured}"],
+                  ["val mR, pessimistic", _pm("val_mr", 2)], ["val mR, AMFMN's code", _pm("code_mr", 2)],
+                  ["map", "`{map}`"], ["scene hits %", _pm("hit")], ["scene energy %", _pm("energy")],
+                  ["object hits %", _pm("object_hit")],
+                  ["deletion % (lower better): map / Grad-CAM", ["{deletion:.1f} / {gc_deletion:.1f}", "{deletion:.1f}"]],
+                  ["insertion % (higher better): map / Grad-CAM",
+                   ["{insertion:.1f} / {gc_insertion:.1f}", "{insertion:.1f}"]]]
+# the issue's goals for each seed model's recipe (AMFMN split, val), checked in the prose under the table
+GOALS = {"hit": 85.0, "energy": 50.0, "code_mr": 53.0, "best_code_mr": 56.4, "over_baseline": 3.0}
+
+
+def ground_write(args) -> None:
+    """The "ucm_grounding" section of rsdemo/results (and docs/RESULTS.md): each seed model's grounding recipe
+    over its seeds beside its module-off row and the plain dual encoder, both measures (retrieval on val by both
+    tie rules; grid pointing, object pointing and deletion/insertion of its own score map on val)."""
+    from rsdemo import results
+
+    res = load_results()
+    measured = res.get("grounding", {})
+    by_row: dict[str, list[str]] = {}
+    for key, r in res["runs"].items():
+        by_row.setdefault(r["model"], []).append(key)
+    rows = []
+    for m in GROUND_MODELS:
+        for row, recipe, own in ((f"{m}+ground", f"full, score map trained on mosaics", SCORE_MAPS[m]),
+                                 (ablation_row(m), f"{MODULE_OFF[m][0]} off, otherwise the same", "score")):
+            keys = sorted(by_row.get(row, []))
+            if not keys:
+                continue
+            w = (res["runs"][keys[0]].get("set") or {}).get("train.mosaic_weight", 0)
+            recipe += f" (mosaic weight {w:g})" if row.endswith("+ground") else ""
+            rows.append(_ground_row(f"`{m}`", recipe, [res["runs"][k] for k in keys],
+                                    [measured[k] for k in keys if k in measured], own))
+    ref, ref_map = REFERENCE
+    ref_runs = [res["runs"][k] for k in sorted(by_row.get(ref, []))]
+    ref_maps = {r["map"]: r for r in results.rows("grounding") if r["model"] == f"ucm/{ref}"}
+    if ref_runs:
+        rows.append(_ground_row(f"`{ref}` (reference)", "frozen features, two linear projections: no paper module",
+                                ref_runs, [{"maps": ref_maps}] if ref_maps else [], ref_map))
+    if not rows:
+        print("no grounding runs yet: nothing to write", flush=True)
+        return
+    before = [
+        "`python scripts/ucm.py ground` (per-run numbers: docs/ucm.json). Each seed model's grounding recipe (its "
+        "own score map, `score_map`, trained with the mosaic objective where the weight is not 0; see the UCM "
+        "section) over its seeds, beside the same recipe with the module its map comes from switched off (the map "
+        "is then the pooled score split over positions, `score`) and beside the plain dual encoder (its committed "
+        "seed-0 checkpoint's patch-similarity map). Retrieval: val (AMFMN's test set), mean ± sd over seeds. Maps: "
+        "every seed's checkpoint measured on val as the grounding section describes (100 scene mosaics, 68 object "
+        "mosaics, 21 photos for deletion/insertion against a blurred copy); mean ± sd over the checkpoints "
+        "measured; Grad-CAM of the same checkpoints beside the map's deletion/insertion."]
+    full = {r["model"]: r for r in rows if r["recipe"].startswith("full")}
+    base = next((r for r in rows if r["model"].endswith("(reference)")), None)
+    notes = []
+    for name, r in full.items():
+        off = next((o for o in rows if o["model"] == name and o is not r), None)
+        got = []
+        for key, goal, unit in (("hit", GOALS["hit"], "% hits"), ("energy", GOALS["energy"], "% energy"),
+                                ("code_mr", GOALS["code_mr"], " mR (AMFMN's code)")):
+            if r.get(key) is not None:
+                got.append(f"{r[key]:.1f}{unit} ({r[key] - goal:+.1f} vs the goal {goal:g})")
+        if base and base.get("code_mr") is not None and r.get("code_mr") is not None:
+            got.append(f"{r['code_mr'] - base['code_mr']:+.2f} mR over the frozen-feature baseline (goal "
+                       f"+{GOALS['over_baseline']:g})")
+        if base and base.get("hit") is not None and r.get("hit") is not None:
+            got.append(f"map {r['hit'] - base['hit']:+.1f} hits vs the dual encoder's {ref_map}")
+        if r.get("deletion") is not None and r.get("gc_deletion") is not None:
+            beats = r["deletion"] < r["gc_deletion"] and r["insertion"] > r["gc_insertion"]
+            got.append(f"{'beats' if beats else 'does not beat'} Grad-CAM on both deletion and insertion")
+        if off and off.get("hit") is not None and r.get("hit") is not None:
+            got.append(f"module off: {off['hit'] - r['hit']:+.1f} hits, {off['energy'] - r['energy']:+.1f} energy, "
+                       f"{off['val_mr'] - r['val_mr']:+.2f} val mR")
+        notes.append(f"{name}: " + "; ".join(got))
+    after = ["Against the goals of issue 19: " + ". ".join(notes) + "." if notes else ""]
+    section = {"title": "Seed models on real photos: grounding recipes, their ablations, the dual encoder",
+               "before": before, "columns": GROUND_COLUMNS, "rows": rows, "after": [a for a in after if a]}
+    results.save("ucm_grounding", section)
+    print(results.markdown(section))
+
+
 def ground(args) -> None:
-    for step in (ground_dev, ground_final, ground_val, ground_publish):
+    for step in (ground_dev, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
         step(args)
 
 
@@ -774,11 +925,13 @@ def write(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write", "ground",
-                                    "ground-dev", "ground-final", "ground-val", "ground-publish"])
+                                    "ground-dev", "ground-final", "ground-ablate", "ground-val", "ground-publish",
+                                    "ground-write"])
     p.add_argument("--data", help="UCM-captions annotation folder (default ../shared/data/ucm_captions)")
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per model (default 3)")
+    p.add_argument("--ablation-seeds", type=int, default=1, help="seeds per module-off row (default 1: CPU time)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
     p.add_argument("--ground-weight", type=float, help="ground-final for a model without grounding dev runs: this "
                    "mosaic weight (chosen on other models' dev blocks) and its old recipe's dev epochs")
@@ -787,7 +940,8 @@ def main(argv=None) -> int:
     for s in steps:
         {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-final": ground_final,
-         "ground-val": ground_val, "ground-publish": ground_publish}[s](args)
+         "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
+         "ground-write": ground_write}[s](args)
     return 0
 
 

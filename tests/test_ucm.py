@@ -248,3 +248,33 @@ def test_amfmn_ranking_code_matches_recall_without_ties():
     tied = np.round(sim, 0)   # many exact ties
     lo, hi = recall(tied, owner)["mr"], recall(tied, owner, ties="optimistic")["mr"]
     assert lo <= mod.amfmn_code_recall(tied, owner)["mr"] <= hi and lo < hi
+
+
+def _ucm_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ucm_script", Path(__file__).resolve().parents[1] / "scripts" / "ucm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_grounding_row_over_seeds_and_its_table():
+    """scripts/ucm.py's "ucm_grounding" rows: retrieval and map figures are means over the seeds given, with the
+    sample sd; a row measured once shows no sd; Grad-CAM of the same checkpoints sits beside the map."""
+    from rsdemo import results
+
+    mod = _ucm_script()
+    runs = [{"val": {"mr": v}, "val_amfmn_code": {"mr": v + 5}} for v in (44.0, 46.0, 45.0)]
+    maps = [{"maps": {"roam_score": {"hit": h, "energy": 40.0, "object_hit": 60.0, "deletion": 30.0,
+                                     "insertion": 80.0},
+                      "baseline_gradcam": {"deletion": 50.0, "insertion": 70.0}}} for h in (90.0, 94.0)]
+    row = mod._ground_row("`dove-lite0`", "full", runs, maps, "roam_score")
+    assert row["val_mr"] == pytest.approx(45.0) and row["val_mr_sd"] == pytest.approx(1.0)
+    assert row["code_mr"] == pytest.approx(50.0) and row["hit"] == pytest.approx(92.0)
+    assert row["hit_sd"] == pytest.approx(2 * 2 ** 0.5)                     # sample sd of 90, 94
+    assert (row["seeds"], row["measured"], row["gc_deletion"]) == (3, 2, 50.0)
+    one = mod._ground_row("`x`", "full", runs[:1], maps[:1], "roam_score")
+    text = results.table({"columns": mod.GROUND_COLUMNS, "rows": [row, one]})
+    assert "| 45.00 ± 1.00 |" in text and "| 92.0 ± 2.8 |" in text and "| 30.0 / 50.0 |" in text
+    assert "| 90.0 |" in text and "| 44.00 |" in text        # one seed: no sd

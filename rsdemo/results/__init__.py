@@ -21,7 +21,8 @@ from pathlib import Path
 from ..files import write_text
 
 DIR = Path(__file__).resolve().parent
-ORDER = ["demo", "faithfulness", "grounding", "grounding_objects", "ablation", "ucm", "probe", "pretraining"]   # the doc's order; others follow
+ORDER = ["demo", "faithfulness", "grounding", "grounding_objects", "ablation", "ucm", "ucm_grounding", "probe",
+         "pretraining"]   # the doc's order; others follow
 TITLE = "# Results\n\nEvery number here is written by a script.\n"
 
 
