@@ -690,7 +690,7 @@ def ground_write(args) -> None:
         by_row.setdefault(r["model"], []).append(key)
     rows = []
     for m in GROUND_MODELS:
-        for row, recipe, own in ((f"{m}+ground", f"full, score map trained on mosaics", SCORE_MAPS[m]),
+        for row, recipe, own in ((f"{m}+ground", "full, score map trained on mosaics", SCORE_MAPS[m]),
                                  (ablation_row(m), f"{MODULE_OFF[m][0]} off, otherwise the same", "score")):
             keys = sorted(by_row.get(row, []))
             if not keys:

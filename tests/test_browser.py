@@ -11,43 +11,18 @@ tests/test_browser_maps.py's.
 """
 import csv
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from fixtures import real
 
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
 QUERY = "two white planes parked beside the runway"
 # a file-system path in page text: absolute, ./ ../ or ~/ (a URL's //host is not one)
 PATH = re.compile(r"(?<![\w/:])(?:~|\.{1,2})?/(?:[\w.@+-]+/)+[\w.@+-]+")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync = pytest.importorskip("playwright.sync_api")
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("no chromium: install Debian's package (apt-get install chromium); these tests never "
-                    "download a browser of their own")
-    with sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=FLAGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture
-def shots(tmp_path):
-    out = Path(os.environ.get("RSDEMO_SCREENSHOTS") or tmp_path)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def shoot(pg, path: Path) -> Path:
@@ -202,6 +177,11 @@ def test_synthetic_search_heatmap_switch_model(app_page, browser, shots):
     pg.get_by_role("tab", name="Models").click()
     pg.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
     shoot(pg, shots / "models.png")
+    from rsdemo import ui
+    if ui.section_frame("ucm_grounding") is not None:   # the seed models over seeds, module off, the dual encoder
+        table = pg.locator("#grounding-seeds").inner_text()
+        assert all(m in table for m in ("amfmn-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0", "dual-lite0"))
+        assert "patch_sim" in table and "±" in table
     pg.close()
 
 

@@ -2,28 +2,13 @@
 names with their measured figures, a colour bar beside the map, the word and map menus in step, and a model
 without a co-occurrence module saying so. Screenshots go to $RSDEMO_SCREENSHOTS, else a temp folder."""
 import io
-import shutil
 
 import numpy as np
-import pytest
 from PIL import Image
 
-from test_browser import FLAGS, shots  # noqa: F401 - shots: the screenshot folder fixture, shared
 from test_browser import search as _search
 
 QUERY = "two white planes parked beside the runway"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync = pytest.importorskip("playwright.sync_api")
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        pytest.skip("no chromium (Debian's package): the browser checks need one")
-    with sync.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=path, args=FLAGS)
-        yield b
-        b.close()
 
 
 def _overlay_changes(pg, action):
