@@ -393,7 +393,7 @@ class Demo:
             heat = item["maps"].get(chosen)
         if heat is None:
             m, image, query = item["model"], item["image"], item["query"]
-            heat = (region_similarity(m, image, query, ex=item["ex"]) if chosen == "baseline_region_sim"
+            heat = (region_similarity(m, image, query) if chosen == "baseline_region_sim"
                     else gradcam(m, image, query))
             if heat is None:
                 raise InputError(f"{chosen} is not available for this model.")

@@ -205,12 +205,12 @@ def _batch(model, image) -> torch.Tensor:
 
 
 @torch.no_grad()
-def region_similarity(model, image, text: str, ex=None) -> np.ndarray | None:
+def region_similarity(model, image, text: str) -> np.ndarray | None:
     """Cosine of the text embedding with each image position projected into the joint space: [h, w].
 
     The positions come from the model's position_embeddings hook (seed models: global_fc on each stride-32
     position, whose mean is the global embedding; CLIP: each patch through the tower's pooling projection).
-    None where the model has none. `ex` is accepted for callers that have the explanation; it is not needed."""
+    None where the model has none."""
     pos = model.position_embeddings(_batch(model, image))
     if pos is None:
         return None
@@ -286,7 +286,7 @@ def explain_all(model, image, text: str, ex=None) -> dict[str, np.ndarray]:
     ex: the model's explanation of (image, text) when the caller already has it."""
     ex = ex if ex is not None else model.explain(image, text)
     out = own_maps(ex)
-    for name, m in (("baseline_region_sim", region_similarity(model, image, text, ex=ex)),
+    for name, m in (("baseline_region_sim", region_similarity(model, image, text)),
                     ("baseline_gradcam", gradcam(model, image, text))):
         if m is not None:
             out[name] = m

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from .data.dataset import open_image
+from .data.images import open_image
 from .data.transforms import dihedral, image_transform, mosaic
 from .files import atomic_write, cache_root, weights_sha256
 from .kernels import kernel_setting

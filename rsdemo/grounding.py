@@ -177,12 +177,7 @@ def dev_blocks(ds):
     """The train-id dev blocks scripts/ucm.py holds out (ids 70-79 of each class of 100): levers are chosen here,
     never on val/test."""
     keep = [r for r in ds.records if r.split == "train" and 70 <= (int(image_id(r)) - 1) % 100 < 80]
-    return _subset(ds, keep)
-
-
-def _subset(ds, records):
-    view = ds.split(*{r.split for r in records})     # a view sharing the image resolver, then narrowed
-    view.records = list(records)
+    view = ds.with_records(keep)                     # shares the image resolver
     view.name = f"{ds.name}[dev blocks]"
     return view
 

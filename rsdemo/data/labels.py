@@ -52,11 +52,22 @@ def load_labels(path) -> dict[str, str]:
     return out
 
 
+def landuse_id(ci: int, nn: int) -> str:
+    """The UCM-captions id of file `<class>NN` of the class at index ci (of the 21, alphabetical): 100 ci + NN + 1."""
+    return str(100 * ci + nn + 1)
+
+
+def landuse_file(image_id: str, classes=UCM_CLASSES) -> str:
+    """landuse_id's inverse: `<class>/<class>NN.tif` under the Land Use `Images/` folder."""
+    ci, nn = divmod(int(image_id) - 1, 100)
+    return f"{classes[ci]}/{classes[ci]}{nn:02d}.tif"
+
+
 def landuse_layout(root) -> dict[str, tuple[Path, str]] | None:
     """UCM-captions id (as a string) -> (file, class) for the UC Merced Land Use download layout
     `[Images/]<class>/<class>NN.tif`, or None when `root` is not laid out like that.
 
-    id = 100 * class index + NN + 1 with the 21 classes in alphabetical order (UCM_CLASSES); a folder holding
+    id: landuse_id, with the 21 classes in alphabetical order (UCM_CLASSES); a folder holding
     only some of the classes or files (a subset) keeps the ids of the full set.
     """
     root = Path(root)
@@ -74,7 +85,7 @@ def landuse_layout(root) -> dict[str, tuple[Path, str]] | None:
         for p in sorted(dirs[c].iterdir()):
             m = _LANDUSE_FILE.match(p.stem.lower())
             if p.suffix.lower() in IMAGE_EXTS and m and m.group(1) == c and int(m.group(2)) < 100:
-                out[str(100 * ci + int(m.group(2)) + 1)] = (p, c)
+                out[landuse_id(ci, int(m.group(2)))] = (p, c)
     return out or None
 
 

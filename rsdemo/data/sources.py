@@ -40,7 +40,7 @@ from ..files import cache_root, file_sha256, write_text
 from .dataset import IMAGE_EXTS
 from .download import Bar, FetchError, download, host
 from .errors import DataError
-from .labels import UCM_CLASSES, landuse_layout
+from .labels import UCM_CLASSES, landuse_file, landuse_layout
 
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 log = logging.getLogger(__name__)
@@ -144,13 +144,7 @@ def pixel_sha256(path) -> tuple[str, tuple[int, int]]:
 
 def image_ids(manifest: dict) -> dict[str, str]:
     """id -> path of the image under the Land Use `Images/` folder, from the manifest's class list."""
-    classes = manifest["classes"]
-    out = {}
-    for key in manifest["images"]:
-        i = int(key) - 1
-        c = classes[i // 100]
-        out[key] = f"{c}/{c}{i % 100:02d}.tif"
-    return out
+    return {key: landuse_file(key, manifest["classes"]) for key in manifest["images"]}
 
 
 def verify_images(manifest: dict, found: dict[str, Path], progress=False) -> list[tuple[str, str]]:

@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 
 from .. import features
-from ..data.dataset import CaptionDataset, open_image
+from ..data.dataset import CaptionDataset
+from ..data.images import open_image
 from ..data.transforms import norm_stats, oriented
 
 
