@@ -30,6 +30,9 @@ Levers (eval-time only, no retraining; chosen on the train-id dev blocks, `dev_b
   (image_state / score_state) that the score depends on, summed over channels and ReLU'd: what changes the score
   rather than where attention sits (only ccnet's "regions" feed its score this way in the seed models; the other
   state maps are read-outs the score does not depend on, so they get no gradient and no map).
+- signed: adds "<key>_signed" beside each own score map "<key>" (a model with "score_map" on): the signed split of
+  the score over positions (score_map_state), of which the page and these measures show the positive part (see
+  rsdemo/models/common.py); scripts/ucm.py's ground-levers compares the two on the dev blocks.
 - border: before upsampling, the outer `border` cells of every model map (own and baseline) are set to the map's
   minimum, so an edge or corner artefact (padding, attention sinks) cannot be its maximum.
 
@@ -285,12 +288,26 @@ def gradient_maps(model, image, text: str) -> dict[str, np.ndarray]:
     return out
 
 
-def all_maps(model, image, text: str, rng, ex=None, border: int = 0, gradient: bool = False) -> dict[str, np.ndarray]:
-    """Own maps + baselines (explain_all), gradient maps (the lever), all trimmed by `border`; a random map at the
-    own maps' resolution, and the centre prior."""
+def signed_maps(model, image, text: str) -> dict[str, np.ndarray]:
+    """"<key>_signed": the signed score split (score_map_state) for a model whose own "<key>" score map is on."""
+    if not (getattr(model.config, "score_map", False) and hasattr(model, "score_map_state")):
+        return {}
+    with torch.no_grad():
+        st = model.image_state(model.one_image(image))
+        m = model.score_map_state(st, [text])
+    key = next(k for k in model.explain(image, text).maps if k.endswith("score"))
+    return {f"{key}_signed": m[0].float().cpu().numpy()}
+
+
+def all_maps(model, image, text: str, rng, ex=None, border: int = 0, gradient: bool = False,
+             signed: bool = False) -> dict[str, np.ndarray]:
+    """Own maps + baselines (explain_all), gradient and signed maps (the levers), all trimmed by `border`; a random
+    map at the own maps' resolution, and the centre prior."""
     maps = explain_all(model, image, text, ex=ex)
     if gradient:
         maps.update(gradient_maps(model, image, text))
+    if signed:
+        maps.update(signed_maps(model, image, text))
     maps = {k: trim(m, border) for k, m in maps.items()}
     first = next(iter(maps.values()))
     maps["random"] = rng.random(first.shape).astype(np.float32)
@@ -298,7 +315,8 @@ def all_maps(model, image, text: str, rng, ex=None, border: int = 0, gradient: b
     return maps
 
 
-def grid_pointing(model, ds, mosaics, seed: int = 0, border: int = 0, gradient: bool = False) -> dict[str, dict]:
+def grid_pointing(model, ds, mosaics, seed: int = 0, border: int = 0, gradient: bool = False,
+                  signed: bool = False) -> dict[str, dict]:
     """map name -> {"hit": %, "energy": %, "n"} over the mosaics (from scene_mosaics / object_mosaics)."""
     rng = np.random.default_rng(seed)
     hits: dict[str, list] = {}
@@ -306,7 +324,7 @@ def grid_pointing(model, ds, mosaics, seed: int = 0, border: int = 0, gradient: 
     for m in mosaics:
         idx, t, text = m[0], m[1], m[2]
         img = mosaic([ds[i].image for i in idx])
-        for name, fm in all_maps(model, img, text, rng, border=border, gradient=gradient).items():
+        for name, fm in all_maps(model, img, text, rng, border=border, gradient=gradient, signed=signed).items():
             heat = to_heatmap(fm, SIZE)
             hits.setdefault(name, []).append(pointing(heat, t))
             energy.setdefault(name, []).append(energy_share(heat, t))
@@ -394,18 +412,19 @@ def object_queries(model, ds, labels: dict[str, set], k: int = 10, batch: int = 
 
 def evaluate_grounding(model, ds, labels: dict[str, set] | None = None, mosaics: int = 100, images: int = 21,
                        per_object: int = 4, seed: int = 0, image_size: int | None = None, border: int = 0,
-                       gradient: bool = False) -> dict:
+                       gradient: bool = False, signed: bool = False) -> dict:
     """Every measure of this module for one model on ds (as given: split it first):
     {"maps": {map: {hit, energy, n, object_hit, object_energy, object_n, deletion, insertion, rise_n}},
      "objects": object_queries(...) or None}. labels: UCM multi-labels (object measures skipped without them)."""
     model.eval()
     out: dict[str, dict] = {}
     with input_size(model, image_size):
-        for name, r in grid_pointing(model, ds, scene_mosaics(ds, mosaics, seed), seed, border, gradient).items():
+        for name, r in grid_pointing(model, ds, scene_mosaics(ds, mosaics, seed), seed, border, gradient,
+                                     signed).items():
             out.setdefault(name, {}).update(r)
         if labels:
             for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed), seed,
-                                         border, gradient).items():
+                                         border, gradient, signed).items():
                 out.setdefault(name, {}).update(object_hit=r["hit"], object_energy=r["energy"], object_n=r["n"])
         if images:
             for name, r in rise(model, ds, pick_images(ds, images, seed), seed=seed, border=border,

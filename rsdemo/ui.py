@@ -107,18 +107,18 @@ MAPS = {
     "mvsa": ("AMFMN visual saliency (MVSA)",
              "Where AMFMN's multiscale visual self-attention looks; the same whatever the description says."),
     "mvsa_score": ("AMFMN score, split over the image",
-                   "Each region's share of AMFMN's score for this description (its saliency-gated feature "
+                   "What each region adds to AMFMN's score for this description (its saliency-gated feature "
                    "against the text)."),
     "tam_cfm_score": ("CCNet score, split over the image",
-                      "Each region's share of CCNet's score for this description (its global, attention (TAM) and "
+                      "What each region adds to CCNet's score for this description (its global, attention (TAM) and "
                       "co-occurrence (CFM) parts)."),
     "bsd_score": ("SSJDN score, split over the image",
-                  "Each region's share of SSJDN's score for this description: where its scale clues (BSD) and "
+                  "What each region adds to SSJDN's score for this description: where its scale clues (BSD) and "
                   "global feature agree with the words."),
     "roam_score": ("DOVE score, split over the image",
-                   "Each region's share of DOVE's score for this description: the regions its slots (ROAM) turn "
+                   "What each region adds to DOVE's score for this description: the regions its slots (ROAM) turn "
                    "toward these words carry the match."),
-    "score": ("score, split over the image", "Each region's share of the model's score for this description."),
+    "score": ("score, split over the image", "What each region adds to the model's score for this description."),
     "roam_text": ("DOVE region slots picked by the text (ROAM)",
                   "DOVE's learned region slots, mixed by how well each one matches the description."),
     "patch_sim": ("patch–text similarity",

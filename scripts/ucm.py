@@ -717,6 +717,16 @@ def ground_write(args) -> None:
         "every seed's checkpoint measured on val as the grounding section describes (100 scene mosaics, 68 object "
         "mosaics, 21 photos for deletion/insertion against a blurred copy); mean ± sd over the checkpoints "
         "measured; Grad-CAM of the same checkpoints beside the map's deletion/insertion."]
+    levers = res.get("levers", {})
+    if levers:
+        before.append(
+            "The maps are the positive part of each model's score split (the positions that add to the score), "
+            "chosen on the dev blocks (`python scripts/ucm.py ground-levers`, dev-run checkpoints, "
+            f"{GROUND_DEV_MOSAICS} scene mosaics of the held-out train ids): " + "; ".join(
+                f"{k}: {v['map']} {v['maps'][v['map'] + '_signed']['hit']:.0f}% hits / "
+                f"{v['maps'][v['map'] + '_signed']['energy']:.1f}% energy signed -> {v['maps'][v['map']]['hit']:.0f}% / "
+                f"{v['maps'][v['map']]['energy']:.1f}% positive part" for k, v in sorted(levers.items())
+                if v["map"] + "_signed" in v["maps"]) + ".")
     full = {r["model"]: r for r in rows if r["recipe"].startswith("full")}
     base = next((r for r in rows if r["model"].endswith("(reference)")), None)
     notes = []
@@ -746,8 +756,31 @@ def ground_write(args) -> None:
     print(results.markdown(section))
 
 
+def ground_levers(args) -> None:
+    """Read-out levers of the own score maps, chosen on the dev blocks: each grounding dev run's checkpoint (trained
+    on the other 1,470 train ids) measured with its signed score split beside the shown positive part
+    (grounding.evaluate_grounding(signed=True): GROUND_DEV_MOSAICS scene mosaics of the dev ids), kept in
+    docs/ucm.json ("levers")."""
+    res = load_results()
+    for m in ground_models(args):
+        for ck in sorted(RUNS.glob(f"devground-{m}-w=*/best.safetensors")):
+            tag = ck.parent.name.removeprefix(f"devground-{m}-")
+            key = f"{m} {tag}"
+            if key in res.get("levers", {}) and not args.force:
+                continue
+            maps = grounding_of(ck, args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0, signed=True)["maps"]
+            own = SCORE_MAPS[m]
+            res.setdefault("levers", {})[key] = {
+                "checkpoint": rel(ck), "map": own,
+                "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()}}
+            save_results(res, "levers", key)
+            pos, sig = maps[own], maps.get(f"{own}_signed", {})
+            print(f"{key}: {own} positive part {pos['hit']:.0f}% hits / {pos['energy']:.1f}% energy; signed "
+                  f"{sig.get('hit', float('nan')):.0f}% / {sig.get('energy', float('nan')):.1f}%", flush=True)
+
+
 def ground(args) -> None:
-    for step in (ground_dev, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
+    for step in (ground_dev, ground_levers, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
         step(args)
 
 
@@ -925,8 +958,8 @@ def write(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write", "ground",
-                                    "ground-dev", "ground-final", "ground-ablate", "ground-val", "ground-publish",
-                                    "ground-write"])
+                                    "ground-dev", "ground-levers", "ground-final", "ground-ablate", "ground-val",
+                                    "ground-publish", "ground-write"])
     p.add_argument("--data", help="UCM-captions annotation folder (default ../shared/data/ucm_captions)")
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
@@ -940,7 +973,7 @@ def main(argv=None) -> int:
     for s in steps:
         {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-final": ground_final,
-         "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
+         "ground-levers": ground_levers, "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
          "ground-write": ground_write}[s](args)
     return 0
 

@@ -206,3 +206,21 @@ def test_write_results_per_model_keeps_the_other_models_rows(tmp_path):
     assert [r["model"] for r in results.rows("grounding_objects", tmp_path)] == ["a", "b"]
     g.write_results({"c": res(4.0)}, dict(setup, seed=1), "c", doc=False, folder=tmp_path)   # another setup
     assert [r["model"] for r in results.rows("grounding", tmp_path)] == ["c"]
+
+
+def test_signed_lever_adds_the_split_whose_positive_part_is_shown():
+    """The `signed` lever: beside the own score map (its positive part), "<key>_signed" is the signed split of the
+    score; a model without score maps gets nothing."""
+    from PIL import Image
+
+    from rsdemo import create_model
+
+    torch.manual_seed(0)
+    m = create_model("dove-slim", score_map=True).eval()
+    image = Image.new("RGB", (96, 96), (40, 120, 60))
+    image.paste((200, 200, 210), (0, 0, 48, 48))
+    maps = g.all_maps(m, image, "a white roof", np.random.default_rng(0), signed=True)
+    signed = maps["roam_score_signed"]
+    assert np.allclose(maps["roam_score"], np.maximum(signed, 0), atol=1e-6)
+    assert signed.min() < 0 <= maps["roam_score"].min()
+    assert g.signed_maps(create_model("dove-slim").eval(), image, "a white roof") == {}

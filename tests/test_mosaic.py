@@ -62,7 +62,9 @@ def test_mosaic_objective_trains_and_caches(tmp_path, monkeypatch):
     m = load(tmp_path / "run" / "last.safetensors")
     assert m.config.score_map and m.config.train.mosaic_weight == 1.0 and card["metrics"]
     ex = m.explain(Image.new("RGB", (64, 64), (90, 120, 60)), "a green field")
-    assert abs(float(ex.maps["roam_score"].sum()) - ex.score) < 1e-4
+    split = m.score_maps(m.preprocess(Image.new("RGB", (64, 64), (90, 120, 60))), ["a green field"])[0]
+    assert abs(float(split.sum()) - ex.score) < 1e-4
+    assert np.allclose(ex.maps["roam_score"], split.clamp(min=0).detach().numpy(), atol=1e-6)
     # the mosaics: four scene classes each, the target cycling, the maps cached on disk and read back
     train_ds = open_dataset(WORLD).split("train")
     mo = Mosaics(m, train_ds)

@@ -16,7 +16,12 @@ and the paper modules add position sums of their own (SSJDN's clues, DOVE's and 
 model therefore splits its own score exactly over positions: the map "<module>_score" (plain "score" with the
 modules off) holds each position's share of the model's score for this query, and its sum is the score
 (tests/test_models.py checks it). It is the model's own evidence read from its effect on the score, not attention
-and not a baseline, and it depends on the query. The image side lives in the state ("positions": the per-position
+and not a baseline, and it depends on the query. The explanation (the page, rsdemo.grounding) shows its positive
+part: the positions that add to the score, as Grad-CAM shows positive evidence. A min-max normalised signed map
+paints the evidence against the query at mid intensity, spreading it over the other tiles: on the UCM dev
+blocks (scripts/ucm.py ground-levers) the positive part kept the hits and raised the energy share in the
+tile named from 44% to 69% (AMFMN, mosaic weight 2). score_map_state keeps the signed split (its sum is the
+score): the mosaic objective trains it. The image side lives in the state ("positions": the per-position
 joint-space vectors, batch first, channel last); the text side is applied in score_map_state, so a cached state
 explains as the pixels do. Off by default: the state stays small and the synthetic checkpoints keep their maps;
 the UCM grounding recipes (scripts/ucm.py) turn it on and train it with train.mosaic_weight (rsdemo.training).
@@ -127,7 +132,8 @@ class SeedModel(RetrievalModel):
     def _with_score_map(self, maps: dict, st: dict, text: str, name: str) -> None:
         """Adds the score map of the first image of state st for text, as maps[name], where st has positions."""
         if "positions" in st:
-            maps[name] = self.score_map_state({k: v[:1] for k, v in st.items()}, [text])[0].cpu().numpy()
+            split = self.score_map_state({k: v[:1] for k, v in st.items()}, [text])[0]
+            maps[name] = split.clamp(min=0).cpu().numpy()     # the positive part (module docstring)
 
     def cam_target(self) -> CamTarget:
         return CamTarget(self.backbone, False, lambda out: out[-1], lambda t: t)
