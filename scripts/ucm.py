@@ -570,6 +570,7 @@ def ground_val(args) -> None:
     res = load_results()
     labels = grounding.load_multilabels(SHARED / "ucm_multilabels")
     for key in grounding_runs(res, ground_models(args)):
+        res = load_results()            # another ground-val may have measured it meanwhile
         r = res["runs"][key]
         old = res.get("grounding", {}).get(key, {})
         if (old.get("checkpoint") == r["checkpoint"] and old.get("deletion") == grounding.DELETION
@@ -865,12 +866,12 @@ def write(args) -> dict:
         rows.append(out)
     lines = []  # the prose after the table
     if table:
-        ours = {m: table[m]["val_mr"] for m in table}
+        ours = {m: table[m]["val_mr"] for m in order}   # the rows shown (module-off rows: ucm_grounding)
         top = max(ours, key=ours.get)
         am = ours.get("amfmn-lite0")
-        codes = {m: table[m]["val_code_mr"] for m in table if table[m].get("val_code_mr") is not None}
+        codes = {m: table[m]["val_code_mr"] for m in order if table[m].get("val_code_mr") is not None}
         am_code = codes.get("amfmn-lite0")
-        r10 = [table[m]["val_t2i_r10"] for m in table if m.endswith("-lite0")]
+        r10 = [table[m]["val_t2i_r10"] for m in order if "-lite0" in m]
         lines.append(
             f"On the AMFMN split: our AMFMN (`amfmn-lite0`) {'%.2f' % am if am is not None else 'n/a'} mR vs the "
             f"published AMFMN-fusion 46.08 ({'%+.2f' % (am - 46.08) if am is not None else 'n/a'}); the best row "
@@ -920,13 +921,14 @@ def write(args) -> dict:
                 txt += f"; chosen {g['chosen']}"
         elif g.get("transfer"):
             tr = g["transfer"]
-            txt = (f"`{m}`: no dev runs of its own (CPU time): mosaic weight {tr['weight']:g} as chosen for "
-                   f"{', '.join(tr['from']) or 'the other models'}, {tr['epochs']} epochs as its old recipe's dev run")
+            txt = (f"`{m}`: no dev runs of its own (CPU time): mosaic weight {tr['weight']:g} fixed beforehand (not "
+                   f"a dev choice), {tr['epochs']} epochs as its old recipe's dev run")
         else:
             continue
         dec = g.get("decision")
         if dec:
-            txt += (f"; seed 0 on val: mR {dec['old_mr']:.2f} -> {dec['new_mr']:.2f}, best own map {dec['old_map']} "
+            txt += (f"; publish step, seed 0 on val as measured then: mR {dec['old_mr']:.2f} -> {dec['new_mr']:.2f}, "
+                    f"best own map {dec['old_map']} "
                     f"{dec['old_hit']:.0f}%/{dec['old_energy']:.1f}% -> {dec['new_map']} {dec['new_hit']:.0f}%/"
                     f"{dec['new_energy']:.1f}% (hits/energy): "
                     + ("published as rsdemo/checkpoints/ucm/" + m if dec["published"] else "not published"))
