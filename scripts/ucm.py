@@ -697,20 +697,20 @@ def ground_write(args) -> None:
         by_row.setdefault(r["model"], []).append(key)
     rows = []
     for m in GROUND_MODELS:
-        for row, recipe, own in ((f"{m}+ground", "full, score map trained on mosaics", SCORE_MAPS[m]),
-                                 (ablation_row(m), f"{MODULE_OFF[m][0]} off, otherwise the same", "score")):
+        for row, recipe, own in ((f"{m}+ground", "full", SCORE_MAPS[m]),
+                                 (ablation_row(m), f"{MODULE_OFF[m][0]} off", "score")):
             keys = sorted(by_row.get(row, []))
             if not keys:
                 continue
             w = (res["runs"][keys[0]].get("set") or {}).get("train.mosaic_weight", 0)
-            recipe += f" (mosaic weight {w:g})" if row.endswith("+ground") else ""
+            recipe += f", mosaic weight {w:g}"
             rows.append(_ground_row(f"`{m}`", recipe, [res["runs"][k] for k in keys],
                                     [measured[k] for k in keys if k in measured], own))
     ref, ref_map = REFERENCE
     ref_runs = [res["runs"][k] for k in sorted(by_row.get(ref, []))]
     ref_maps = {r["map"]: r for r in results.rows("grounding") if r["model"] == f"ucm/{ref}"}
     if ref_runs:
-        rows.append(_ground_row(f"`{ref}` (reference)", "frozen features, two linear projections: no paper module",
+        rows.append(_ground_row(f"`{ref}` (reference)", "no paper module",
                                 ref_runs, [{"maps": ref_maps}] if ref_maps else [], ref_map))
     if not rows:
         print("no grounding runs yet: nothing to write", flush=True)
