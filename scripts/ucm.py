@@ -98,7 +98,7 @@ GRID = {
 # the grounding recipes (see the module docstring): weights tried on the dev blocks, epochs tried, the grounding
 # measure used for the choice (scene mosaics of the dev blocks; no RISE, no object mosaics: CPU time)
 GROUND_MODELS = ("amfmn-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0")
-GROUND_WEIGHTS = (0.0, 1.0, 2.0)
+GROUND_WEIGHTS = (0.0, 0.5, 1.0, 2.0)
 GROUND_EPOCHS = 3
 GROUND_DEV_MOSAICS = 60
 GROUND_MR_SLACK = 1.0        # retrieval mR a published grounding checkpoint may lose against the committed card
@@ -531,7 +531,12 @@ def ground_final(args) -> None:
             old = res["runs"].get(key)
             if old and not args.force and (old.get("set") or {}) == variant and old["epochs"] == epochs:
                 continue
-            final_run(args, res, key, f"{m}+ground", m, seed, epochs, variant, RUNS / f"{m}+ground-s{seed}")
+            out = RUNS / f"{m}+ground-s{seed}"
+            if g.get("published") == rel(out / "last.safetensors"):
+                # new weights at the published run's path: the committed copy stays until ground_publish decides
+                g["published"] = None
+                save_results(res, "ground", m)
+            final_run(args, res, key, f"{m}+ground", m, seed, epochs, variant, out)
     argsort_step(args)
 
 
@@ -579,11 +584,15 @@ def ground_val(args) -> None:
         res = load_results()            # another ground-val may have measured it meanwhile
         r = res["runs"][key]
         old = res.get("grounding", {}).get(key, {})
-        if (old.get("checkpoint") == r["checkpoint"] and old.get("deletion") == grounding.DELETION
+        # a run retrained with another recipe writes to the same path: the recipe is part of what was measured
+        same_run = old.get("set", r.get("set")) == r.get("set") and old.get("epochs", r["epochs"]) == r["epochs"]
+        if (old.get("checkpoint") == r["checkpoint"] and same_run and old.get("deletion") == grounding.DELETION
                 and not args.force):
             continue
         got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=labels)
-        res.setdefault("grounding", {})[key] = {"checkpoint": r["checkpoint"], "deletion": grounding.DELETION,
+        res = load_results()
+        res.setdefault("grounding", {})[key] = {"checkpoint": r["checkpoint"], "set": r.get("set"),
+                                                "epochs": r["epochs"], "deletion": grounding.DELETION,
                                                 "maps": got["maps"], "objects": got["objects"]}
         save_results(res, "grounding", key)
         k, own = best_own(got["maps"])
