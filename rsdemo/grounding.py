@@ -288,14 +288,15 @@ def gradient_maps(model, image, text: str) -> dict[str, np.ndarray]:
     return out
 
 
-def signed_maps(model, image, text: str) -> dict[str, np.ndarray]:
-    """"<key>_signed": the signed score split (score_map_state) for a model whose own "<key>" score map is on."""
+def signed_maps(model, image, text: str, names=None) -> dict[str, np.ndarray]:
+    """"<key>_signed": the signed score split (score_map_state) for a model whose own "<key>" score map is on.
+    names: the map names the model's explanation already gave (else it is explained once more to find the key)."""
     if not (getattr(model.config, "score_map", False) and hasattr(model, "score_map_state")):
         return {}
     with torch.no_grad():
         st = model.image_state(model.one_image(image))
         m = model.score_map_state(st, [text])
-    key = next(k for k in model.explain(image, text).maps if k.endswith("score"))
+    key = next(k for k in (names if names is not None else model.explain(image, text).maps) if k.endswith("score"))
     return {f"{key}_signed": m[0].float().cpu().numpy()}
 
 
@@ -307,7 +308,7 @@ def all_maps(model, image, text: str, rng, ex=None, border: int = 0, gradient: b
     if gradient:
         maps.update(gradient_maps(model, image, text))
     if signed:
-        maps.update(signed_maps(model, image, text))
+        maps.update(signed_maps(model, image, text, list(maps)))
     maps = {k: trim(m, border) for k, m in maps.items()}
     first = next(iter(maps.values()))
     maps["random"] = rng.random(first.shape).astype(np.float32)
