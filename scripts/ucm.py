@@ -590,7 +590,6 @@ def ground_val(args) -> None:
                 and not args.force):
             continue
         got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=labels)
-        res = load_results()
         res.setdefault("grounding", {})[key] = {"checkpoint": r["checkpoint"], "set": r.get("set"),
                                                 "epochs": r["epochs"], "deletion": grounding.DELETION,
                                                 "maps": got["maps"], "objects": got["objects"]}
