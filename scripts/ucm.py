@@ -111,6 +111,13 @@ MODULE_OFF = {"amfmn-lite0": ("MVSA", {"use_mvsa": False}), "ccnet-lite0": ("TAM
               "ssjdn-lite0": ("BSD", {"use_bsd": False}), "dove-lite0": ("ROAM", {"use_roam": False})}
 READOUT = "positive"     # own score maps as the page shows them: the positive part (rsdemo/models/common.py)
 REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch-similarity map, beside every row
+# the input levers (issue 19), each tried on the dev blocks against the same recipe without it, both up to
+# GROUND_EPOCHS epochs (CPU time): "views", every pair sees one of the 8 dihedral views of its photo (captions
+# naming an orientation keep the photo as it is); "224px", the photos at 224 px instead of the config's 128 (UCM
+# photos are 256 px). The best one is adopted for a model when its dev mR is higher than the recipe's without it
+# and its own map's dev hits are not lower by more than LEVER_HIT_SLACK points
+INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224}}
+LEVER_HIT_SLACK = 5.0
 
 
 def _tag(variant: dict) -> str:
@@ -508,29 +515,114 @@ def ground_dev(args) -> None:
         print(f"{m}: chosen {entry['chosen']}", flush=True)
 
 
+def ground_recipe(res: dict, m: str, inputs: bool = True) -> tuple[int, dict] | None:
+    """(epochs, --set) of the model's grounding recipe: its dev-chosen mosaic weight (or the weight carried over
+    from other models, with its old recipe's dev epochs), plus the input lever the dev blocks adopted, if any
+    (inputs=False: without it)."""
+    g = res.get("ground", {}).get(m, {})
+    if "chosen" in g:
+        ch = g["dev"][g["chosen"]]
+        epochs, variant = max(1, int(ch["best_epoch"])), ch["set"]
+    elif "transfer" in g:
+        epochs, variant = g["transfer"]["epochs"], ground_variant(res, m, g["transfer"]["weight"])
+    else:
+        return None
+    a = g.get("inputs", {})
+    if inputs and a.get("adopted"):
+        epochs, variant = max(1, int(a["runs"][a["adopted"]]["best_epoch"])), {**variant, **INPUT_LEVERS[a["adopted"]]}
+    return epochs, variant
+
+
+def retire(res: dict, key: str) -> None:
+    """A run about to be retrained with another recipe: its row (and its val grounding) kept under "superseded",
+    named by its recipe, so the before/after comparison stays in docs/ucm.json."""
+    old = dict(res["runs"][key])
+    if key in res.get("grounding", {}):
+        old["grounding"] = res["grounding"][key]
+    name = f"{key} ({_tag(old.get('set') or {})}, {old['epochs']} epochs)"
+    res.setdefault("superseded", {})[name] = old
+    save_results(res, "superseded", name)
+
+
+def ground_inputs(args) -> None:
+    """The input levers on the dev blocks (INPUT_LEVERS, or those named by --levers): per model, a dev run of its
+    grounding recipe with each lever beside one without it (the weight's own grounding dev run where there is one,
+    otherwise a run of GROUND_EPOCHS); dev mR and the grid pointing of the own score map on the dev blocks, as
+    ground-dev measures; the choice by the rule at INPUT_LEVERS, among the levers run so far. Kept in
+    docs/ucm.json (ground.<model>.inputs); a finished run directory with the same recipe is read, not retrained."""
+    res = load_results()
+    data = make_dev(args)
+    for m in ground_models(args):
+        got = ground_recipe(res, m, inputs=False)
+        if got is None:
+            print(f"{m}: no grounding recipe yet, skipped", flush=True)
+            continue
+        g = res["ground"][m]
+        a = g.setdefault("inputs", {})
+        runs = a.setdefault("runs", {})
+        base_set = got[1]
+        todo = [("base", base_set)] + [(k, {**base_set, **INPUT_LEVERS[k]}) for k in (args.levers or INPUT_LEVERS)]
+        for tag, variant in todo:
+            old = runs.get(tag)
+            if old and old.get("set") == variant and not args.force:
+                continue
+            if tag == "base" and g.get("chosen") and g["dev"][g["chosen"]]["set"] == variant and not args.force:
+                runs[tag] = {**g["dev"][g["chosen"]], "from": f"ground-dev {g['chosen']}"}
+                save_results(res, "ground", m)
+                continue
+            out = RUNS / f"devinputs-{m}-{tag}"
+            recipe = {"set": variant, "epochs": GROUND_EPOCHS}
+            t = time.perf_counter()
+            done = (out / "last.json").is_file() and (out / "recipe.json").is_file() and \
+                json.loads((out / "recipe.json").read_text()) == recipe
+            if not done or args.force:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "recipe.json").write_text(json.dumps(recipe))
+                (out / "last.json").unlink(missing_ok=True)
+                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
+                       log=out / "train.log")
+            card = json.loads((out / "best.json").read_text())
+            maps = grounding_of(out / "best.safetensors", args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0)["maps"]
+            own = maps[SCORE_MAPS[m]]
+            runs[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
+                         "history": json.loads((out / "last.json").read_text()).get("history"), "hit": own["hit"],
+                         "energy": own["energy"], "readout": READOUT, "seconds": round(time.perf_counter() - t),
+                         "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()}}
+            save_results(res, "ground", m)
+            print(f"{m} {tag}: best dev epoch {card['best_epoch']} (dev mR {runs[tag]['dev_mr']:.2f}); dev blocks "
+                  f"{SCORE_MAPS[m]} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+        b = runs["base"]
+        ok = {k: r for k, r in runs.items() if k != "base" and r["dev_mr"] > b["dev_mr"]
+              and r["hit"] >= b["hit"] - LEVER_HIT_SLACK}
+        a["adopted"] = max(ok, key=lambda k: ok[k]["dev_mr"]) if ok else None
+        save_results(res, "ground", m)
+        print(f"{m}: " + ", ".join(f"{k} dev mR {r['dev_mr']:.2f} hits {r['hit']:.0f}" for k, r in runs.items())
+              + f"; adopted: {a['adopted']}", flush=True)
+
+
 def ground_final(args) -> None:
     """The chosen recipe on the full train ids, seeds SEEDS[:--seeds], as rows "<model>+ground"."""
     res = load_results()
     for m in ground_models(args):
         g = res.setdefault("ground", {}).setdefault(m, {})
-        if "chosen" in g:
-            ch = g["dev"][g["chosen"]]
-            epochs, variant = max(1, int(ch["best_epoch"])), ch["set"]
-        elif args.ground_weight is not None and m in res["dev"]:
+        if "chosen" not in g and "transfer" not in g and args.ground_weight is not None and m in res["dev"]:
             # no dev runs of its own (CPU time): the weight other models' dev blocks chose, the epochs this
             # model's own dev run of the old recipe chose
-            epochs, variant = max(1, int(res["dev"][m]["best_epoch"])), ground_variant(res, m, args.ground_weight)
-            g["transfer"] = {"weight": args.ground_weight, "epochs": epochs,
+            g["transfer"] = {"weight": args.ground_weight, "epochs": max(1, int(res["dev"][m]["best_epoch"])),
                              "from": sorted(k for k, v in res["ground"].items() if v.get("chosen"))}
             save_results(res, "ground", m)
-        else:
+        got = ground_recipe(res, m)
+        if got is None:
             print(f"{m}: no grounding dev choice yet (or --ground-weight), skipped", flush=True)
             continue
+        epochs, variant = got
         for seed in SEEDS[: args.seeds]:
             key = f"{m}+ground/s{seed}"
             old = res["runs"].get(key)
             if old and not args.force and (old.get("set") or {}) == variant and old["epochs"] == epochs:
                 continue
+            if old:
+                retire(res, key)
             out = RUNS / f"{m}+ground-s{seed}"
             if g.get("published") == rel(out / "last.safetensors"):
                 # new weights at the published run's path: the committed copy stays until ground_publish decides
@@ -560,6 +652,8 @@ def ground_ablate(args) -> None:
             old = res["runs"].get(key)
             if old and not args.force and old.get("set") == variant and old["epochs"] == base["epochs"]:
                 continue
+            if old:
+                retire(res, key)
             out = RUNS / f"{m}+ground-no-{name.lower()}-s{seed}"
             final_run(args, res, key, ablation_row(m), m, seed, base["epochs"], variant, out)
     argsort_step(args)
@@ -710,8 +804,12 @@ def ground_write(args) -> None:
             keys = sorted(by_row.get(row, []))
             if not keys:
                 continue
-            w = (res["runs"][keys[0]].get("set") or {}).get("train.mosaic_weight", 0)
-            recipe += f", mosaic weight {w:g}"
+            st = res["runs"][keys[0]].get("set") or {}
+            recipe += f", mosaic weight {st.get('train.mosaic_weight', 0):g}"
+            if st.get("train.views", 1) > 1:
+                recipe += ", dihedral views"
+            if "image_size" in st:
+                recipe += f", {st['image_size']} px"
             rows.append(_ground_row(f"`{m}`", recipe, [res["runs"][k] for k in keys],
                                     [measured[k] for k in keys if k in measured], own))
     ref, ref_map = REFERENCE
@@ -742,6 +840,17 @@ def ground_write(args) -> None:
                 f"{v['maps'][v['map'] + '_signed']['energy']:.1f}% energy signed -> {v['maps'][v['map']]['hit']:.0f}% / "
                 f"{v['maps'][v['map']]['energy']:.1f}% positive part" for k, v in sorted(levers.items())
                 if v["map"] + "_signed" in v["maps"]) + ".")
+    tried = {m: res["ground"][m]["inputs"] for m in GROUND_MODELS
+             if len(res.get("ground", {}).get(m, {}).get("inputs", {}).get("runs", {})) > 1}
+    if tried:
+        before.append(
+            "Input levers (`python scripts/ucm.py ground-inputs`: dihedral views of the training photos, "
+            "`--set train.views=8`; 224-px photos, `--set image_size=224`), each tried on the dev blocks against the "
+            "same recipe without it; the best is adopted where dev mR rises and the own map loses at most "
+            f"{LEVER_HIT_SLACK:g} dev hits: " + "; ".join(
+                f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
+                + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%" for k, r in a["runs"].items() if k != "base")
+                + f" (adopted: {a.get('adopted') or 'none'})" for m, a in tried.items()) + ".")
     full = {r["model"]: r for r in rows if r["recipe"].startswith("full")}
     base = next((r for r in rows if r["model"].endswith("(reference)")), None)
     notes = []
@@ -795,7 +904,7 @@ def ground_levers(args) -> None:
 
 
 def ground(args) -> None:
-    for step in (ground_dev, ground_levers, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
+    for step in (ground_dev, ground_levers, ground_inputs, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
         step(args)
 
 
@@ -974,7 +1083,7 @@ def write(args) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write", "ground",
-                                    "ground-dev", "ground-levers", "ground-final", "ground-ablate", "ground-val",
+                                    "ground-dev", "ground-levers", "ground-inputs", "ground-final", "ground-ablate", "ground-val",
                                     "ground-publish", "ground-write"])
     p.add_argument("--data", help="UCM-captions annotation folder (default ../shared/data/ucm_captions)")
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
@@ -982,6 +1091,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per model (default 3)")
     p.add_argument("--ablation-seeds", type=int, default=1, help="seeds per module-off row (default 1: CPU time)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--levers", nargs="+", choices=sorted(INPUT_LEVERS), help="ground-inputs: only these levers")
     p.add_argument("--ground-weight", type=float, help="ground-final for a model without grounding dev runs: this "
                    "mosaic weight (chosen on other models' dev blocks) and its old recipe's dev epochs")
     args = p.parse_args(argv)
@@ -989,7 +1099,7 @@ def main(argv=None) -> int:
     for s in steps:
         {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-final": ground_final,
-         "ground-levers": ground_levers, "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
+         "ground-levers": ground_levers, "ground-inputs": ground_inputs, "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
          "ground-write": ground_write}[s](args)
     return 0
 

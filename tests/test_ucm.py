@@ -278,3 +278,22 @@ def test_grounding_row_over_seeds_and_its_table():
     text = results.table({"columns": mod.GROUND_COLUMNS, "rows": [row, one]})
     assert "| 45.00 ± 1.00 |" in text and "| 92.0 ± 2.8 |" in text and "| 30.0 / 50.0 |" in text
     assert "| 90.0 |" in text and "| 44.00 |" in text        # one seed: no sd
+
+
+def test_grounding_recipe_takes_the_adopted_input_lever():
+    """scripts/ucm.py's grounding recipe: the dev-chosen weight and epochs (or the carried-over weight), plus the
+    input lever the dev blocks adopted, with that run's dev epochs; none adopted: the recipe as it was."""
+    mod = _ucm_script()
+    chosen = {"set": {"tune_top": True, "score_map": True, "train.mosaic_weight": 0.5}, "best_epoch": 3}
+    res = {"dev": {"a": {"set": {"tune_top": True}}, "b": {"set": {"tune_top": True}}},
+           "ground": {"a": {"chosen": "w=0.5", "dev": {"w=0.5": chosen}},
+                      "b": {"transfer": {"weight": 2.0, "epochs": 2},
+                            "inputs": {"adopted": "views", "runs": {"views": {"best_epoch": 1}}}}}}
+    assert mod.ground_recipe(res, "a") == (3, chosen["set"])
+    assert mod.ground_recipe(res, "b", inputs=False) == (2, {"tune_top": True, "score_map": True,
+                                                          "train.mosaic_weight": 2.0})
+    assert mod.ground_recipe(res, "b") == (1, {"tune_top": True, "score_map": True, "train.mosaic_weight": 2.0,
+                                               **mod.INPUT_LEVERS["views"]})
+    res["ground"]["b"]["inputs"]["adopted"] = None
+    assert mod.ground_recipe(res, "b")[0] == 2
+    assert mod.ground_recipe(res, "c") is None
