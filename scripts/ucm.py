@@ -430,6 +430,9 @@ def publish_run(m: str, r: dict, row: dict, best: bool, extra: dict | None = Non
                      f"ucm:../shared/data/ucm_captions --images ../shared/data/ucm_images --split val",
         **(extra or {}),
     })
+    if r.get("set") and "--set" not in card.get("description", ""):
+        # the config's description states its defaults (input size, what trains): say what this run changed
+        card["description"] = f"{card.get('description', '').rstrip('.')}. This checkpoint: --set {_tag(r['set'])}"
     card.pop("history", None)
     shutil.copyfile(src, CKPT / f"{m}.safetensors")
     (CKPT / f"{m}.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
@@ -665,6 +668,16 @@ def grounding_runs(res: dict, models: list[str]) -> list[str]:
     return sorted(k for k, r in res["runs"].items() if r["model"] in rows)
 
 
+def measured(res: dict, key: str) -> bool:
+    """Run `key` has a val grounding measurement of its current weights, recipe and deletion canvas."""
+    from rsdemo import grounding
+
+    r, old = res["runs"][key], res.get("grounding", {}).get(key, {})
+    # a run retrained with another recipe writes to the same path: the recipe is part of what was measured
+    same_run = old.get("set", r.get("set")) == r.get("set") and old.get("epochs", r["epochs"]) == r["epochs"]
+    return old.get("checkpoint") == r["checkpoint"] and same_run and old.get("deletion") == grounding.DELETION
+
+
 def ground_val(args) -> None:
     """Every measure of rsdemo.grounding (the setup `rsdemo eval-explain --real` writes) of each grounding run
     (all seeds, and the module-off rows) on val, kept in docs/ucm.json ("grounding", by run key); a measurement
@@ -675,15 +688,23 @@ def ground_val(args) -> None:
     res = load_results()
     labels = grounding.load_multilabels(SHARED / "ucm_multilabels")
     for key in grounding_runs(res, ground_models(args)):
-        res = load_results()            # another ground-val may have measured it meanwhile
-        r = res["runs"][key]
-        old = res.get("grounding", {}).get(key, {})
-        # a run retrained with another recipe writes to the same path: the recipe is part of what was measured
-        same_run = old.get("set", r.get("set")) == r.get("set") and old.get("epochs", r["epochs"]) == r["epochs"]
-        if (old.get("checkpoint") == r["checkpoint"] and same_run and old.get("deletion") == grounding.DELETION
-                and not args.force):
+        if measured(load_results(), key) and not args.force:
             continue
-        got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=labels)
+        lock = RUNS / f".measuring-{key.replace('/', '-').replace(' ', '_')}"
+        try:       # a second ground-val side by side takes the next run instead of measuring this one again
+            os.close(os.open(lock, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            print(f"{key}: being measured by another ground-val ({rel(lock)}; delete it if none runs); skipped",
+                  flush=True)
+            continue
+        try:
+            res = load_results()        # another ground-val may have measured it meanwhile
+            if measured(res, key) and not args.force:
+                continue
+            r = res["runs"][key]
+            got = grounding_of(ROOT / r["checkpoint"], args, "val", labels=labels)
+        finally:
+            lock.unlink()
         res.setdefault("grounding", {})[key] = {"checkpoint": r["checkpoint"], "set": r.get("set"),
                                                 "epochs": r["epochs"], "deletion": grounding.DELETION,
                                                 "maps": got["maps"], "objects": got["objects"]}
