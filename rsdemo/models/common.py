@@ -36,7 +36,7 @@ from torch import nn
 
 from ..data.captions import vocabulary
 from ..data.text import tokenize
-from .backbones import (CachedImages, CachedWords, ImageBackbone, MiniLMText, TextBackbone, encode_batch,
+from .backbones import (LITE, CachedImages, CachedWords, ImageBackbone, MiniLMText, TextBackbone, encode_batch,
                         masked_mean)
 from .base import CamTarget, RetrievalModel
 from .options import Options
@@ -52,7 +52,7 @@ class TextState(NamedTuple):
 @dataclass(kw_only=True)
 class SeedOptions(Options):
     """Options of every seed-paper model (see the module docstring)."""
-    backbone: Literal["slim", "resnet18", "efficientnet_lite0"] = "resnet18"
+    backbone: Literal["slim", "resnet18", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"] = "resnet18"
     text: Literal["gru", "minilm"] = "gru"
     freeze: list[Literal["image", "text"]] = field(default_factory=list)
     tune_top: bool = False
@@ -174,7 +174,7 @@ class SeedModel(RetrievalModel):
         """State-dict prefixes a checkpoint leaves out: frozen pretrained encoders, rebuilt from their pip packages
         when the checkpoint is loaded (rsdemo.checkpoint), so only the trained heads are stored."""
         out = []
-        if self.backbone.frozen and self.backbone.kind == "efficientnet_lite0" and self.backbone.pretrained:
+        if self.backbone.frozen and self.backbone.kind in LITE and self.backbone.pretrained:
             if self.tune_top:  # the tuned top layers are stored; everything below them is rebuilt
                 out += ["backbone." + p for p in self.backbone.below_top_prefixes()]
             else:
