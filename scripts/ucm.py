@@ -739,6 +739,11 @@ def ground_publish(args) -> None:
         old_card = json.loads((CKPT / f"{m}.json").read_text())
         if g.get("published") == r["checkpoint"] and old_card.get("recipe") and not args.force:
             continue
+        if "backbone" in (r.get("set") or {}):
+            # ucm/<m> names its config's backbone; another one needs its own name and its pip package at run time
+            print(f"{m}: seed 0 trained on {r['set']['backbone']}, not the {m} config's backbone: not published as "
+                  f"ucm/{m} (the committed checkpoint stays)", flush=True)
+            continue
         old_mr, new_mr = old_card["metrics"]["val"]["mr"], r["val"]["mr"]
         old_k, old = best_own(stored.get(f"ucm/{m}", {}))
         new_k, new = best_own(val["maps"])
@@ -813,6 +818,19 @@ GROUND_COLUMNS = [["model", "{model}"], ["recipe", "{recipe}"], ["seeds (retriev
 GOALS = {"hit": 85.0, "energy": 50.0, "code_mr": 53.0, "best_code_mr": 56.4, "over_baseline": 3.0}
 
 
+def recipe_label(st: dict | None) -> str:
+    """", mosaic weight 0.5, Lite2, 224 px": what a grounding run's --set changes, for the table."""
+    st = st or {}
+    out = f", mosaic weight {st.get('train.mosaic_weight', 0):g}"
+    if st.get("train.views", 1) > 1:
+        out += ", dihedral views"
+    if "backbone" in st:
+        out += f", {st['backbone'].replace('efficientnet_lite', 'Lite')}"
+    if "image_size" in st:
+        out += f", {st['image_size']} px"
+    return out
+
+
 def ground_write(args) -> None:
     """The "ucm_grounding" section of rsdemo/results (and docs/RESULTS.md): each seed model's grounding recipe
     over its seeds beside its module-off row and the plain dual encoder, both measures (retrieval on val by both
@@ -831,16 +849,16 @@ def ground_write(args) -> None:
             keys = sorted(by_row.get(row, []))
             if not keys:
                 continue
-            st = res["runs"][keys[0]].get("set") or {}
-            recipe += f", mosaic weight {st.get('train.mosaic_weight', 0):g}"
-            if st.get("train.views", 1) > 1:
-                recipe += ", dihedral views"
-            if "backbone" in st:
-                recipe += f", {st['backbone'].replace('efficientnet_lite', 'Lite')}"
-            if "image_size" in st:
-                recipe += f", {st['image_size']} px"
-            rows.append(_ground_row(f"`{m}`", recipe, [res["runs"][k] for k in keys],
-                                    [measured[k] for k in keys if k in measured], own))
+            rows.append(_ground_row(f"`{m}`", recipe + recipe_label(res["runs"][keys[0]].get("set")),
+                                    [res["runs"][k] for k in keys], [measured[k] for k in keys if k in measured], own))
+        # the full recipe's earlier input settings (retired by ground-final when a lever was adopted), all seeds
+        earlier: dict[str, list[dict]] = {}
+        for name, r in sorted(res.get("superseded", {}).items()):
+            if name.startswith(f"{m}+ground/") and r.get("grounding"):
+                earlier.setdefault(recipe_label(r["set"]), []).append(r)
+        for label, runs in earlier.items():
+            rows.append(_ground_row(f"`{m}`", "full" + label + " (earlier)", runs, [r["grounding"] for r in runs],
+                                    SCORE_MAPS[m]))
     ref, ref_map = REFERENCE
     ref_runs = [res["runs"][k] for k in sorted(by_row.get(ref, []))]
     ref_maps = {r["map"]: r for r in results.rows("grounding") if r["model"] == f"ucm/{ref}"}
@@ -881,11 +899,11 @@ def ground_write(args) -> None:
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
                 + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%" for k, r in a["runs"].items() if k != "base")
                 + f" (adopted: {a.get('adopted') or 'none'})" for m, a in tried.items()) + ".")
-    full = {r["model"]: r for r in rows if r["recipe"].startswith("full")}
+    full = {r["model"]: r for r in rows if r["recipe"].startswith("full") and not r["recipe"].endswith("(earlier)")}
     base = next((r for r in rows if r["model"].endswith("(reference)")), None)
     notes = []
     for name, r in full.items():
-        off = next((o for o in rows if o["model"] == name and o is not r), None)
+        off = next((o for o in rows if o["model"] == name and not o["recipe"].startswith("full")), None)
         got = []
         for key, goal, unit in (("hit", GOALS["hit"], "% hits"), ("energy", GOALS["energy"], "% energy"),
                                 ("code_mr", GOALS["code_mr"], " mR (AMFMN's code)")):
