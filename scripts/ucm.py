@@ -405,8 +405,12 @@ def publish(args) -> None:
     CKPT.mkdir(parents=True, exist_ok=True)
     for m, row in table.items():
         key = f"{m}/s0"
-        if key not in res["runs"] or m in GROUND_MODELS and res.get("ground", {}).get(m, {}).get("published"):
-            continue   # (a grounding recipe replaced this model's checkpoint: `ground` publishes it)
+        card = CKPT / f"{m}.json"
+        if key not in res["runs"] or m in GROUND_MODELS and (res.get("ground", {}).get(m, {}).get("published") or (
+                card.is_file() and json.loads(card.read_text()).get("recipe"))):
+            # a grounding recipe replaced this model's checkpoint (its card says so, also while its run is being
+            # retrained with another recipe): `ground` publishes it
+            continue
         publish_run(m, res["runs"][key], row, m == best)
 
 
@@ -917,7 +921,10 @@ def ground_write(args) -> None:
         if r.get("deletion") is not None and r.get("gc_deletion") is not None:
             beats = r["deletion"] < r["gc_deletion"] and r["insertion"] > r["gc_insertion"]
             got.append(f"{'beats' if beats else 'does not beat'} Grad-CAM on both deletion and insertion")
-        if off and off.get("hit") is not None and r.get("hit") is not None:
+        same = off and off["recipe"].split(",", 1)[1:] == r["recipe"].split(",", 1)[1:]
+        if off and not same:
+            got.append(f"module-off row not retrained with this recipe ({off['recipe']}): not compared")
+        elif off and off.get("hit") is not None and r.get("hit") is not None:
             got.append(f"module off: {off['hit'] - r['hit']:+.1f} hits, {off['energy'] - r['energy']:+.1f} energy, "
                        f"{off['val_mr'] - r['val_mr']:+.2f} val mR")
         notes.append(f"{name}: " + "; ".join(got))

@@ -297,3 +297,6 @@ def test_grounding_recipe_takes_the_adopted_input_lever():
     res["ground"]["b"]["inputs"]["adopted"] = None
     assert mod.ground_recipe(res, "b")[0] == 2
     assert mod.ground_recipe(res, "c") is None
+    assert mod.recipe_label({**chosen["set"], "backbone": "efficientnet_lite2", "image_size": 224}) == \
+        ", mosaic weight 0.5, Lite2, 224 px"
+    assert mod.recipe_label({"train.views": 8}) == ", mosaic weight 0, dihedral views"
