@@ -482,6 +482,21 @@ def grounding_of(ck: Path, args, split: str, **kw) -> dict:
     return grounding.evaluate_grounding(load_model(str(ck)), ds, **kw)
 
 
+def dev_result(m: str, tag: str, out: Path, variant: dict, args) -> dict:
+    """A finished dev run's entry: its best epoch and dev mR (the whole run's per-epoch history) and the grid
+    pointing of its own score map on the dev blocks (GROUND_DEV_MOSAICS scene mosaics), every map's beside it."""
+    card = json.loads((out / "best.json").read_text())
+    last = out / "last.json"
+    maps = grounding_of(out / "best.safetensors", args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0)["maps"]
+    own = maps[SCORE_MAPS[m]]
+    print(f"{m} {tag}: best dev epoch {card['best_epoch']} (dev mR {card['metrics']['val']['mr']:.2f}); dev blocks "
+          f"{SCORE_MAPS[m]} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
+    return {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
+            "history": (json.loads(last.read_text()) if last.is_file() else card).get("history"),
+            "hit": own["hit"], "energy": own["energy"], "readout": READOUT,
+            "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()}}
+
+
 def ground_dev(args) -> None:
     """Per model and mosaic weight: a run on the dev split (GROUND_EPOCHS), its dev mR and the grid pointing of
     its own score map on the dev blocks (scene mosaics); the choice: the most dev hits among the weights whose dev
@@ -504,17 +519,9 @@ def ground_dev(args) -> None:
             if not old or args.force:
                 rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
                        log=out / "train.log")
-            card = json.loads((out / "best.json").read_text())
-            maps = grounding_of(out / "best.safetensors", args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0)["maps"]
-            own = maps[SCORE_MAPS[m]]
-            dev_runs[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
-                             "history": card.get("history"), "hit": own["hit"], "energy": own["energy"],
-                             "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()},
-                             "readout": READOUT,
+            dev_runs[tag] = {**dev_result(m, tag, out, variant, args),
                              "seconds": (old or {}).get("seconds") if old else round(time.perf_counter() - t)}
             save_results(res, "ground", m)
-            print(f"{m} {tag}: best dev epoch {card['best_epoch']} (dev mR {dev_runs[tag]['dev_mr']:.2f}); dev "
-                  f"blocks {SCORE_MAPS[m]} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
         base = dev_runs.get("w=0")
         if base is None:
             continue
@@ -590,16 +597,8 @@ def ground_inputs(args) -> None:
                 (out / "last.json").unlink(missing_ok=True)
                 rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
                        log=out / "train.log")
-            card = json.loads((out / "best.json").read_text())
-            maps = grounding_of(out / "best.safetensors", args, "dev", mosaics=GROUND_DEV_MOSAICS, images=0)["maps"]
-            own = maps[SCORE_MAPS[m]]
-            runs[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
-                         "history": json.loads((out / "last.json").read_text()).get("history"), "hit": own["hit"],
-                         "energy": own["energy"], "readout": READOUT, "seconds": round(time.perf_counter() - t),
-                         "maps": {k: {"hit": v["hit"], "energy": v["energy"]} for k, v in maps.items()}}
+            runs[tag] = {**dev_result(m, tag, out, variant, args), "seconds": round(time.perf_counter() - t)}
             save_results(res, "ground", m)
-            print(f"{m} {tag}: best dev epoch {card['best_epoch']} (dev mR {runs[tag]['dev_mr']:.2f}); dev blocks "
-                  f"{SCORE_MAPS[m]} hit {own['hit']:.1f}% energy {own['energy']:.1f}%", flush=True)
         b = runs["base"]
         ok = {k: r for k, r in runs.items() if k != "base" and r["dev_mr"] > b["dev_mr"]
               and r["hit"] >= b["hit"] - LEVER_HIT_SLACK}
