@@ -116,8 +116,8 @@ def report(rows: list[dict]) -> str:
              "1400x1000; timed in the page from the Search click until a new set of result thumbnails is shown "
              "and decoded (the first query not counted; every query a new text, so none is served from the app's "
              f"memo of encoded texts); the same queries, each prefixed \"{API_PREFIX.strip()}\" so it is new to "
-             f"that memo too, through the app's HTTP API (POST gradio_api/call/search_text, then its event stream; top 10) in "
-             f"the same run. Machine: {machine()}.", "",
+             "that memo too, through the app's HTTP API (POST gradio_api/call/search_text, then its event stream; "
+             f"top 10) in the same run. Machine: {machine()}.", "",
              "| gallery | model | queries | browser p50 | browser max | API p50 | page's own share |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:

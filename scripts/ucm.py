@@ -406,8 +406,7 @@ def publish(args) -> None:
     for m, row in table.items():
         key = f"{m}/s0"
         card = CKPT / f"{m}.json"
-        if key not in res["runs"] or m in GROUND_MODELS and (res.get("ground", {}).get(m, {}).get("published") or (
-                card.is_file() and json.loads(card.read_text()).get("recipe"))):
+        if key not in res["runs"] or card.is_file() and json.loads(card.read_text()).get("recipe"):
             # a grounding recipe replaced this model's checkpoint (its card says so, also while its run is being
             # retrained with another recipe): `ground` publishes it
             continue
@@ -958,7 +957,8 @@ def ground_levers(args) -> None:
 
 
 def ground(args) -> None:
-    for step in (ground_dev, ground_levers, ground_inputs, ground_final, ground_ablate, ground_val, ground_publish, ground_write):
+    for step in (ground_dev, ground_levers, ground_inputs, ground_final, ground_ablate, ground_val, ground_publish,
+                 ground_write):
         step(args)
 
 
@@ -1134,11 +1134,16 @@ def write(args) -> dict:
     return section
 
 
+# the command line's steps, in the order `all` runs the first six
+STEPS = {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
+         "write": write, "ground": ground, "ground-dev": ground_dev, "ground-levers": ground_levers,
+         "ground-inputs": ground_inputs, "ground-final": ground_final, "ground-ablate": ground_ablate,
+         "ground-val": ground_val, "ground-publish": ground_publish, "ground-write": ground_write}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("step", choices=["all", "dev", "final", "argsort", "zeroshot", "publish", "write", "ground",
-                                    "ground-dev", "ground-levers", "ground-inputs", "ground-final", "ground-ablate", "ground-val",
-                                    "ground-publish", "ground-write"])
+    p.add_argument("step", choices=["all", *STEPS])
     p.add_argument("--data", help="UCM-captions annotation folder (default ../shared/data/ucm_captions)")
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
@@ -1150,12 +1155,8 @@ def main(argv=None) -> int:
     p.add_argument("--ground-weight", type=float, help="ground-final for a model without grounding dev runs: this "
                    "mosaic weight (chosen on other models' dev blocks) and its old recipe's dev epochs")
     args = p.parse_args(argv)
-    steps = ["dev", "final", "argsort", "zeroshot", "publish", "write"] if args.step == "all" else [args.step]
-    for s in steps:
-        {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
-         "write": write, "ground": ground, "ground-dev": ground_dev, "ground-final": ground_final,
-         "ground-levers": ground_levers, "ground-inputs": ground_inputs, "ground-ablate": ground_ablate, "ground-val": ground_val, "ground-publish": ground_publish,
-         "ground-write": ground_write}[s](args)
+    for s in list(STEPS)[:6] if args.step == "all" else [args.step]:
+        STEPS[s](args)
     return 0
 
 
