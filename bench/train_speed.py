@@ -29,7 +29,7 @@ def _batch(ds, bs: int, size: int, norm: str):
     from rsdemo.training.inputs import ImageCache
 
     sub = ds.split("train")
-    cache = ImageCache(sub, size, norm)
+    cache = ImageCache.of(sub, size, norm)
     idx = [i % len(sub) for i in range(bs)]
     caps = [sub.records[i].captions[0] for i in idx]
     labels = [sub.records[i].label for i in idx]

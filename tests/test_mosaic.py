@@ -79,6 +79,40 @@ def test_mosaic_objective_trains_and_caches(tmp_path, monkeypatch):
     assert mo.step(0, 0, 0)[1] == caps and mo.step(0, 0, 1)[1] != caps      # fixed by (seed, epoch, step)
 
 
+def test_mosaic_objective_trains_a_whole_backbone(tmp_path, monkeypatch):
+    """An image encoder left unfrozen: the mosaics are pixels (tiled as the frozen path tiles them) run through the
+    training backbone every step, and the pretrained backbone learns at train.backbone_lr_scale of the rate."""
+    monkeypatch.setenv("RSDEMO_CACHE", str(tmp_path / "cache"))
+    from rsdemo.checkpoint import load
+    from rsdemo.data.formats import open_dataset
+    from rsdemo.data.transforms import image_transform
+    from rsdemo.models.factory import create_model
+    from rsdemo.training import TrainArgs, train
+    from rsdemo.training.inputs import Mosaics
+
+    over = {"score_map": True, "image_size": 64, "freeze": ["text"],
+            "train": {"mosaic_weight": 1.0, "mosaics": 12, "mosaic_batch": 6, "mosaic_size": 128}}
+    m0 = create_model("dove-lite0", **over)
+    groups = m0.parameter_groups()
+    backbone = {id(p) for p in m0.backbone.parameters()}
+    assert {id(p) for p in groups["pretrained"]} == backbone and not backbone & {id(p) for p in groups["heads"]}
+    train_ds = open_dataset(WORLD).split("train")
+    mo = Mosaics(m0, train_ds)
+    assert mo.maps is None and not list((tmp_path / "cache").rglob("mosaic-*"))   # nothing cached: it trains
+    images, caps, target = mo.step(0, 0, 0)
+    assert images.shape == (6, 3, 64, 64) and len(caps) == 6 and target.shape == (6,)
+    tf = image_transform(64, m0.config.normalize)
+    tiled = torch.stack([tf(mosaic([train_ds[i].image for i in t], 128)) for t in mo.tiles])
+    assert all(float((tiled - x).abs().amax((1, 2, 3)).min()) < 1e-5 for x in images)   # each one of the mosaics
+    card = train(TrainArgs(model="dove-lite0", data=WORLD, out=str(tmp_path / "run"), epochs=1, batch_size=16,
+                           lr=1e-3, progress=False, overrides=over))
+    m = load(tmp_path / "run" / "last.safetensors")
+    assert card["metrics"] and not m.backbone.frozen
+    moved = [not torch.equal(a, b) for a, b in zip(m.backbone.state_dict().values(), m0.backbone.state_dict().values())
+             if a.is_floating_point()]
+    assert any(moved)
+
+
 def test_score_map_needs_an_architecture_with_score_maps():
     from rsdemo.models.factory import create_model
 

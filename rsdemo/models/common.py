@@ -108,10 +108,12 @@ class SeedModel(RetrievalModel):
         return {k: enc[k] for k in self.config.freeze}
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        # pretrained image layers that train (tune_top's top layers, or a whole pretrained backbone left unfrozen)
+        # take train.backbone_lr_scale of the rate: the heads start from scratch, these do not
+        pre = self.tune_top or (bool(self.config.pretrained) and not self.backbone.frozen)
         named = [(k, p) for k, p in self.named_parameters() if p.requires_grad]
-        tuned = [p for k, p in named if self.tune_top and k.startswith("backbone.")]
-        return {"heads": [p for k, p in named if not (self.tune_top and k.startswith("backbone."))],
-                "pretrained": tuned}
+        return {"heads": [p for k, p in named if not (pre and k.startswith("backbone."))],
+                "pretrained": [p for k, p in named if pre and k.startswith("backbone.")]}
 
     def position_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """global_fc on each stride-32 position: global_fc is linear, so their mean is the projected pooled

@@ -8,9 +8,10 @@
   captions, so only the heads run each step.
 - Views (train.views > 1, frozen image encoder only): each pair takes one of the dihedral views of its image,
   chosen by (seed, epoch, step); a caption stating an orientation keeps the original view.
-- Mosaics (train.mosaic_weight > 0, frozen image encoder only): the grounding objective's inputs (Mosaics): 2x2
-  mosaics of training photos, their backbone maps cached once (features.mosaic_features); each step also gives a
-  batch of them with a caption of each one's target photo and the target tile.
+- Mosaics (train.mosaic_weight > 0): the grounding objective's inputs (Mosaics): 2x2 mosaics of training photos,
+  their backbone maps cached once (features.mosaic_features) when the image encoder is frozen, else their pixels
+  (uint8, like the photos) for the training backbone; each step also gives a batch of them with a caption of each
+  one's target photo and the target tile.
 - Determinism: the epoch's pair order comes from a generator seeded by (seed, epoch), so a run resumed from a
   mid-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
 """
@@ -25,26 +26,31 @@ from PIL import Image
 from .. import features
 from ..data.dataset import CaptionDataset
 from ..data.images import open_image
-from ..data.transforms import norm_stats, oriented
+from ..data.transforms import mosaic, norm_stats, oriented
 
 
 class ImageCache:
-    """Every image of a split decoded once, resized to the model's input size, kept as uint8."""
+    """n images (load(i) -> PIL) decoded once, resized to the model's input size, kept as uint8; of(ds, ...): the
+    photos of a split."""
 
-    def __init__(self, ds: CaptionDataset, size: int, norm: str, progress: bool = False):
-        self.data = torch.empty(len(ds), 3, size, size, dtype=torch.uint8)
-        it = range(len(ds))
+    def __init__(self, load, n: int, size: int, norm: str, progress: bool = False, desc: str = "images"):
+        self.data = torch.empty(n, 3, size, size, dtype=torch.uint8)
+        it = range(n)
         if progress:
             from tqdm import tqdm  # progress bars only when asked for
-            it = tqdm(it, desc="images", unit="img", leave=False)
+            it = tqdm(it, desc=desc, unit="img", leave=False)
         for i in it:
-            im = open_image(ds.image_path(i))
+            im = load(i).convert("RGB")
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             self.data[i] = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
         mean, std = norm_stats(norm)
         self.mean = torch.tensor(mean).view(1, 3, 1, 1)
         self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    @classmethod
+    def of(cls, ds: CaptionDataset, size: int, norm: str, progress: bool = False) -> "ImageCache":
+        return cls(lambda i: open_image(ds.image_path(i)), len(ds), size, norm, progress)
 
     def batch(self, idx) -> torch.Tensor:
         return (self.data[idx].float() / 255 - self.mean) / self.std
@@ -80,10 +86,18 @@ class Mosaics:
         self.target = torch.arange(len(self.tiles)) % 4
         self.captions = [r.captions for r in ds.records]
         self.bs = tcfg.mosaic_batch
-        self.maps = features.mosaic_features(model, ds, self.tiles, tcfg.mosaic_size, progress)
+        self.maps = self.cache = None
+        if "image" in model.frozen_encoders():
+            self.maps = features.mosaic_features(model, ds, self.tiles, tcfg.mosaic_size, progress)
+        else:   # the backbone trains: the mosaics' pixels, tiled as the frozen path tiles them, kept as uint8
+            self.cache = ImageCache(lambda j: mosaic([open_image(ds.image_path(i)) for i in self.tiles[j]],
+                                                     tcfg.mosaic_size),
+                                    len(self.tiles), model.config.image_size, model.config.normalize, progress,
+                                    desc="mosaics")
 
-    def step(self, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1):
-        """(cached mosaic maps, captions, target tiles) of this rank's share of the step's mosaics."""
+    def step(self, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1, dev=None):
+        """(cached mosaic maps, or their pixels on dev when the backbone trains; captions; target tiles) of this
+        rank's share of the step's mosaics."""
         g = torch.Generator().manual_seed(((seed * 100003 + epoch) * 100019 + step) * 31 + 7)
         pick = torch.randint(len(self.tiles), (self.bs,), generator=g)
         which = torch.rand(self.bs, generator=g)
@@ -92,7 +106,9 @@ class Mosaics:
         for j, u in zip(pick.tolist(), which.tolist()):
             cs = self.captions[self.tiles[j][int(self.target[j])]]
             caps.append(cs[min(int(u * len(cs)), len(cs) - 1)])
-        return features.batch_images(self.maps, pick.tolist()), caps, self.target[pick]
+        images = (features.batch_images(self.maps, pick.tolist()) if self.maps is not None
+                  else self.cache.batch(pick).to(dev))
+        return images, caps, self.target[pick]
 
 
 class Batches:
@@ -109,13 +125,11 @@ class Batches:
         if "image" in frozen:
             self.maps = features.image_features(model, ds, progress, views=views)
         else:
-            self.cache = ImageCache(ds, model.config.image_size, model.config.normalize, progress)
+            self.cache = ImageCache.of(ds, model.config.image_size, model.config.normalize, progress)
         if "text" in frozen:
             self.words = features.WordCache(model, [c for r in ds.records for c in r.captions], progress)
         self.mosaics = None
         if model.config.train.mosaic_weight > 0:
-            if "image" not in frozen:
-                raise ValueError("train.mosaic_weight needs a frozen image backbone (the mosaics' maps are cached)")
             self.mosaics = Mosaics(model, ds, progress)
         # frozen encoders: time to compute (or read back) their cached outputs, not part of the training time
         self.cache_seconds = round(time.perf_counter() - t, 1) if frozen else None
@@ -148,6 +162,6 @@ class Batches:
         texts = self.words.batch(caps) if self.words is not None else caps
         mosaics = None
         if self.mosaics is not None:
-            maps, mcaps, target = self.mosaics.step(self.seed, epoch, step, rank, world)
+            maps, mcaps, target = self.mosaics.step(self.seed, epoch, step, rank, world, self.dev)
             mosaics = (maps, self.words.batch(mcaps) if self.words is not None else mcaps, target)
         return images, texts, caps, [self.labels[i] for i in img_idx], img_idx, mosaics
