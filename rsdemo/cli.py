@@ -52,7 +52,7 @@ def _train(a) -> int:
     card = train(TrainArgs(model=a.model, data=a.data, images=a.images, out=a.out, epochs=a.epochs,
                            batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, resume=a.resume,
                            eval_split=a.eval_split, max_minutes=a.max_minutes, overrides=overrides, save_every=a.save_every,
-                           progress=not a.quiet))
+                           progress=not a.quiet, init=a.init))
     from .evaluate import format_recall
     for split, m in (card.get("metrics") or {}).items():
         print(f"{card['model']} {split}: {format_recall(m)}")
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-every", type=int, default=50, help="steps between resumable checkpoints (default 50)")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config value, e.g. --set use_mvsa=false --set train.lr=1e-3 (repeatable)")
+    s.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture; "
+                   "e.g. fine-tune the whole backbone, --set freeze=[\"text\"], from a heads-only run)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_train)
 

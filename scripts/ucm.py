@@ -115,10 +115,14 @@ REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch
 # GROUND_EPOCHS epochs (CPU time): "views", every pair sees one of the 8 dihedral views of its photo (captions
 # naming an orientation keep the photo as it is); "224px", the photos at 224 px instead of the config's 128 (UCM
 # photos are 256 px); "lite2-224px", EfficientNet-Lite2 (ImageNet, the same pip family, deeper and wider) at 224
-# px. The best one is adopted for a model when its dev mR is higher than the recipe's without it and its own map's
-# dev hits are not lower by more than LEVER_HIT_SLACK points
+# px; "finetune", all of Lite0 trains (at train.backbone_lr_scale of the heads' rate; the mosaics then run through
+# it every step) instead of its top layers over cached maps. The best one is adopted for a model when its dev mR is
+# higher than the recipe's without it and its own map's dev hits are not lower by more than LEVER_HIT_SLACK points
 INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224},
-                "lite2-224px": {"backbone": "efficientnet_lite2", "image_size": 224}}
+                "lite2-224px": {"backbone": "efficientnet_lite2", "image_size": 224},
+                "finetune": {"freeze": ["text"], "tune_top": False}}
+LEVER_TEXT = {"views": "dihedral views of the training photos", "224px": "224-px photos",
+              "lite2-224px": "EfficientNet-Lite2 at 224 px", "finetune": "all of Lite0 trained"}
 LEVER_HIT_SLACK = 5.0
 
 
@@ -830,6 +834,8 @@ def recipe_label(st: dict | None) -> str:
         out += f", {st['backbone'].replace('efficientnet_lite', 'Lite')}"
     if "image_size" in st:
         out += f", {st['image_size']} px"
+    if "freeze" in st and "image" not in st["freeze"]:
+        out += ", whole backbone trained"
     return out
 
 
@@ -893,14 +899,23 @@ def ground_write(args) -> None:
              if len(res.get("ground", {}).get(m, {}).get("inputs", {}).get("runs", {})) > 1}
     if tried:
         before.append(
-            "Input levers (`python scripts/ucm.py ground-inputs`: dihedral views of the training photos, "
-            "`--set train.views=8`; 224-px photos, `--set image_size=224`; EfficientNet-Lite2 at 224 px, "
-            "`--set backbone=efficientnet_lite2`), each tried on the dev blocks against the "
+            "Input levers (`python scripts/ucm.py ground-inputs`: " + "; ".join(
+                f"{LEVER_TEXT[k]}, `" + " ".join(f"--set {a}={b if isinstance(b, str) else json.dumps(b)}"
+                                                 for a, b in v.items()) + "`" for k, v in INPUT_LEVERS.items())
+            + "), each tried on the dev blocks against the "
             "same recipe without it; the best is adopted where dev mR rises and the own map loses at most "
             f"{LEVER_HIT_SLACK:g} dev hits: " + "; ".join(
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
                 + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%" for k, r in a["runs"].items() if k != "base")
                 + f" (adopted: {a.get('adopted') or 'none'})" for m, a in tried.items()) + ".")
+    tta = {m: res["ground"][m]["tta"]["views"] for m in GROUND_MODELS if "tta" in res.get("ground", {}).get(m, {})}
+    if tta:
+        before.append(
+            "Test-time dihedral averaging (`python scripts/ucm.py ground-tta`: each dev image's full score averaged "
+            "over its 8 rotations and mirrors; measured with the base dev runs, part of no recipe): " + "; ".join(
+                f"`{m}` dev mR {v['none']['dev_mr']:.2f} -> {v['all8']['dev_mr']:.2f} "
+                f"({v['none']['code_mr']:.2f} -> {v['all8']['code_mr']:.2f} by AMFMN's code)" for m, v in tta.items())
+            + ".")
     full = {r["model"]: r for r in rows if r["recipe"].startswith("full") and not r["recipe"].endswith("(earlier)")}
     base = next((r for r in rows if r["model"].endswith("(reference)")), None)
     notes = []
@@ -1135,10 +1150,68 @@ def write(args) -> dict:
 
 
 # the command line's steps, in the order `all` runs the first six
+def base_dev_dir(res: dict, m: str) -> Path | None:
+    """The dev run of the model's grounding recipe without an input lever (ground-inputs' "base")."""
+    base = res.get("ground", {}).get(m, {}).get("inputs", {}).get("runs", {}).get("base")
+    src = (base or {}).get("from", "")
+    if src.startswith("ground-dev"):
+        return RUNS / f"devground-{m}-{src.split()[-1]}"
+    out, got = RUNS / f"devinputs-{m}-base", ground_recipe(res, m, inputs=False)
+    recipe = out / "recipe.json"
+    # a finished base run ground-inputs has not read yet counts when it was trained with today's recipe
+    if base or (got and recipe.is_file() and json.loads(recipe.read_text()) == {"set": got[1], "epochs": GROUND_EPOCHS}):
+        return out
+    return None
+
+
+TTA_VIEWS = {"flip": (0, 4), "rot4": (0, 1, 2, 3), "all8": tuple(range(8))}
+
+
+def ground_tta(args) -> None:
+    """Test-time dihedral averaging (issue 19's last lever), on the dev blocks with each model's base dev run: the
+    full score of every dev image averaged over the views of TTA_VIEWS, against the photo as it is; both tie rules.
+    Kept in docs/ucm.json (ground.<model>.tta); measured, not adopted into any recipe by itself."""
+    import numpy as np
+    import torch
+
+    from rsdemo import features
+    from rsdemo.checkpoint import load_model
+    from rsdemo.evaluate import recall, same_text_same_score
+
+    torch.set_num_threads(1)
+    res = load_results()
+    from rsdemo.data.formats import open_dataset
+
+    # the dev blocks as the dev runs scored them (the same file, so tied scores keep their order for AMFMN's code)
+    ds = open_dataset(f"ucm:{make_dev(args)}", images=images_dir(args)).split("val")
+    texts, owner = ds.captions()
+    for m in ground_models(args):
+        run = base_dev_dir(res, m)
+        if run is None or not (run / "best.safetensors").is_file():
+            print(f"{m}: no base dev run (python scripts/ucm.py ground-inputs first), skipped", flush=True)
+            continue
+        model = load_model(str(run / "best.safetensors")).eval()
+        maps = features.image_features(model, ds, views=8)
+        words = features.WordCache(model, texts).batch(texts)
+        n = len(ds)
+        with torch.no_grad():
+            per = [torch.cat([model.score(features.batch_images(maps, [v * n + j for j in range(a, min(a + 64, n))]),
+                                          words).float() for a in range(0, n, 64)]).numpy() for v in range(8)]
+        out = {}
+        for name, views in {"none": (0,), **TTA_VIEWS}.items():
+            sim = same_text_same_score(np.mean([per[v] for v in views], 0), texts)
+            out[name] = {"dev_mr": recall(sim, owner)["mr"], "code_mr": amfmn_code_recall(sim, owner)["mr"]}
+        res["ground"][m]["tta"] = {"run": rel(run), "views": out}
+        save_results(res, "ground", m)
+        print(f"{m} ({rel(run)}): " + ", ".join(f"{k} {v['dev_mr']:.2f} ({v['code_mr']:.2f} by AMFMN's code)"
+                                                for k, v in out.items()), flush=True)
+
+
 STEPS = {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-levers": ground_levers,
          "ground-inputs": ground_inputs, "ground-final": ground_final, "ground-ablate": ground_ablate,
-         "ground-val": ground_val, "ground-publish": ground_publish, "ground-write": ground_write}
+         "ground-val": ground_val, "ground-publish": ground_publish, "ground-write": ground_write,
+         "ground-tta": ground_tta}
 
 
 def main(argv=None) -> int:

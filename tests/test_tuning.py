@@ -100,3 +100,32 @@ def test_tune_top_trains_the_top_layers_only_and_ships_them(world, tmp_path):
 def test_views_and_tune_top_need_a_frozen_image_backbone():
     with pytest.raises(ValueError, match="tune_top"):
         create_model("ssjdn-lite0", tune_top=True, freeze=["text"])
+
+
+def test_whole_backbone_fine_tuned_from_a_heads_only_run(world, tmp_path):
+    """--init: a heads-only run (frozen backbone, cached maps) starts a run in which the whole pretrained backbone
+    trains; its BatchNorm statistics stay ImageNet's; the card names the checkpoint it started from."""
+    from rsdemo.training import TrainArgs, train
+    from rsdemo.training.loop import model_for, warm_start
+
+    small = {"image_size": 64}
+    train(TrainArgs(model="ssjdn-lite0", data=WORLD, out=str(tmp_path / "heads"), epochs=1, batch_size=16, lr=1e-3,
+                    progress=False, overrides=small))
+    heads = tmp_path / "heads" / "last.safetensors"
+    whole = {**small, "freeze": ["text"]}
+    m, _ = model_for("ssjdn-lite0", whole, world.split("train"))       # as training builds it
+    warm_start(m, str(heads))
+    src = load(heads).state_dict()
+    assert all(torch.equal(v, src[k]) for k, v in m.state_dict().items())
+    card = train(TrainArgs(model="ssjdn-lite0", data=WORLD, out=str(tmp_path / "whole"), epochs=1, batch_size=16,
+                           lr=1e-3, progress=False, overrides=whole, init=str(heads)))
+    assert card["init"]["checkpoint"] == str(heads) and len(card["init"]["sha256"]) == 64
+    assert f"--init {heads}" in card["command"]
+    after = load(tmp_path / "whole" / "last.safetensors").state_dict()
+    moved = {k for k, v in src.items() if k.startswith("backbone.") and not torch.equal(after[k], v.half().float())}
+    assert any(k.startswith("backbone.net.blocks.1.") for k in moved)          # below tune_top's layers too
+    assert not any("running_" in k for k in moved)                            # statistics: ImageNet's
+    with pytest.raises(ValueError, match="cannot start"):
+        warm_start(create_model("dove-lite0", **whole), str(heads))
+    with pytest.raises(ValueError, match="does not fit"):
+        warm_start(model_for("ssjdn-lite0", {**whole, "embed_dim": 128}, world.split("train"))[0], str(heads))

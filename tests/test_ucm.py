@@ -7,6 +7,7 @@ and a search index over all of them.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from pathlib import Path
 
@@ -300,3 +301,25 @@ def test_grounding_recipe_takes_the_adopted_input_lever():
     assert mod.recipe_label({**chosen["set"], "backbone": "efficientnet_lite2", "image_size": 224}) == \
         ", mosaic weight 0.5, Lite2, 224 px"
     assert mod.recipe_label({"train.views": 8}) == ", mosaic weight 0, dihedral views"
+    assert mod.recipe_label({"train.mosaic_weight": 2.0, **mod.INPUT_LEVERS["finetune"]}) == \
+        ", mosaic weight 2, whole backbone trained"
+
+
+def test_base_dev_run_is_the_recipe_without_a_lever(tmp_path, monkeypatch):
+    """scripts/ucm.py ground-tta reads the dev run of the recipe without an input lever: the weight's own grounding
+    dev run where ground-inputs took it from there, else devinputs-<model>-base when it holds today's recipe."""
+    mod = _ucm_script()
+    monkeypatch.setattr(mod, "RUNS", tmp_path)
+    res = {"dev": {"a": {"set": {"tune_top": True}}},
+           "ground": {"a": {"transfer": {"weight": 2.0, "epochs": 2}},
+                      "b": {"inputs": {"runs": {"base": {"from": "ground-dev w=0.5"}}}}}}
+    assert mod.base_dev_dir(res, "b") == tmp_path / "devground-b-w=0.5"
+    assert mod.base_dev_dir(res, "a") is None                  # no run yet
+    run = tmp_path / "devinputs-a-base"
+    run.mkdir()
+    (run / "recipe.json").write_text(json.dumps({"set": {"tune_top": True, "score_map": True,
+                                                         "train.mosaic_weight": 1.0}, "epochs": mod.GROUND_EPOCHS}))
+    assert mod.base_dev_dir(res, "a") is None                  # another weight's run
+    (run / "recipe.json").write_text(json.dumps({"set": mod.ground_recipe(res, "a", inputs=False)[1],
+                                                 "epochs": mod.GROUND_EPOCHS}))
+    assert mod.base_dev_dir(res, "a") == run

@@ -175,7 +175,14 @@ class ImageBackbone(nn.Module):
             self.eval()
 
     def train(self, mode: bool = True):
-        return _frozen_train(self, mode)
+        _frozen_train(self, mode)
+        if mode and self.pretrained:
+            # pretrained weights that train keep their ImageNet BatchNorm statistics (as tune_top's layers do):
+            # a few thousand photos in batches of 64 would otherwise replace statistics the weights were fitted to
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
 
     def top_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes of the layers after the stride-16 map (what a model's "tune_top" trains)."""

@@ -50,6 +50,7 @@ class TrainArgs:
     save_every: int = 50              # steps between resumable checkpoints
     max_minutes: float | None = None  # stop cleanly (after a checkpoint) once over this budget
     overrides: dict = field(default_factory=dict)   # config keys, e.g. {"use_mvsa": False, "train": {"lr": 1e-3}}
+    init: str | None = None           # a checkpoint of the same architecture whose weights start the run (warm start)
     progress: bool = True
     half: bool = True                 # best/last .safetensors in fp16 (the resumable state stays fp32)
 
@@ -69,6 +70,23 @@ def model_for(name: str, overrides: dict, train_ds=None):
     return build(opts, name, vocab=vocab), opts
 
 
+def warm_start(model, path: str) -> None:
+    """The weights of checkpoint `path` copied into `model` (same architecture and shapes; its config may differ in
+    what trains: e.g. the whole backbone fine-tuned from a run that trained only the heads on cached features)."""
+    from ..checkpoint import load
+
+    src = load(path, device="cpu")
+    if src.arch != model.arch:
+        raise ValueError(f"--init {path}: a {src.arch!r} checkpoint cannot start a {model.arch!r} model")
+    if type(model).uses_vocabulary(model.config):
+        model.vocab = src.vocab   # its word table is indexed by the checkpoint's vocabulary: the run keeps it
+    try:
+        model.load_state_dict(src.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"--init {path} does not fit {model.name}'s config (a different size, module switch or "
+                         f"vocabulary?): {'; '.join(x.strip() for x in str(e).splitlines()[1:3])}") from None
+
+
 def train(a: TrainArgs) -> dict:
     """Trains, evaluates each `eval_every` epochs, writes checkpoints and cards; returns the final card."""
     options(merge(model_config(a.model), a.overrides or {}), a.model)   # a bad key fails before any data work
@@ -86,6 +104,8 @@ def train(a: TrainArgs) -> dict:
     eval_ds = ds.split(eval_split)
 
     model, opts = model_for(a.model, a.overrides, train_ds)
+    if a.init:
+        warm_start(model, a.init)
     model = model.to(dev)
     tcfg = opts.train
     epochs, bs, lr = int(a.epochs or tcfg.epochs), int(a.batch_size or tcfg.batch_size), float(a.lr or tcfg.lr)
