@@ -288,15 +288,17 @@ def gradient_maps(model, image, text: str) -> dict[str, np.ndarray]:
     return out
 
 
-def signed_maps(model, image, text: str, names=None) -> dict[str, np.ndarray]:
+def signed_maps(model, image, text: str, names) -> dict[str, np.ndarray]:
     """"<key>_signed": the signed score split (score_map_state) for a model whose own "<key>" score map is on.
-    names: the map names the model's explanation already gave (else it is explained once more to find the key)."""
+    names: the map names the model's explanation of this image gave (the key is the one ending in "score")."""
     if not (getattr(model.config, "score_map", False) and hasattr(model, "score_map_state")):
         return {}
     with torch.no_grad():
         st = model.image_state(model.one_image(image))
         m = model.score_map_state(st, [text])
-    key = next(k for k in (names if names is not None else model.explain(image, text).maps) if k.endswith("score"))
+    key = next((k for k in names if k.endswith("score")), None)
+    if key is None:
+        raise ValueError(f"signed_maps: no score map among {sorted(names)} (the names explain() gave this image)")
     return {f"{key}_signed": m[0].float().cpu().numpy()}
 
 

@@ -223,4 +223,4 @@ def test_signed_lever_adds_the_split_whose_positive_part_is_shown():
     signed = maps["roam_score_signed"]
     assert np.allclose(maps["roam_score"], np.maximum(signed, 0), atol=1e-6)
     assert signed.min() < 0 <= maps["roam_score"].min()
-    assert g.signed_maps(create_model("dove-slim").eval(), image, "a white roof") == {}
+    assert g.signed_maps(create_model("dove-slim").eval(), image, "a white roof", ["roam_text"]) == {}
