@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,12 +191,13 @@ def rel(p: Path) -> str:
 
 # ---- the dev split: per-class blocks of train ids -----------------------------------------------------------
 
-def make_dev(args) -> Path:
-    """runs/ucm/dev: data_train_UCM.json = train ids minus ids 70-79 of each class; data_val_UCM.json = those."""
+def make_dev(args, block: int = 7) -> Path:
+    """runs/ucm/dev: data_train_UCM.json = train ids minus ids 70-79 of each class; data_val_UCM.json = those.
+    Another block (ids 10*block .. 10*block+9 of each class, all train ids): runs/ucm/dev-b<block>."""
     src = data_dir(args) / "data_train_UCM.json"
     d = json.loads(src.read_text())
-    held = {im["id"] for im in d["images"] if 70 <= (int(im["id"]) - 1) % 100 < 80}
-    out = RUNS / "dev"
+    held = {im["id"] for im in d["images"] if 10 * block <= (int(im["id"]) - 1) % 100 < 10 * block + 10}
+    out = RUNS / ("dev" if block == 7 else f"dev-b{block}")
     out.mkdir(parents=True, exist_ok=True)
     for name, keep in (("data_train_UCM.json", lambda i: i not in held), ("data_val_UCM.json", lambda i: i in held)):
         part = dict(d, images=[im for im in d["images"] if keep(im["id"])],
@@ -924,6 +926,15 @@ def ground_write(args) -> None:
                 f"`{m}` dev mR {v['none']['dev_mr']:.2f} -> {v['all8']['dev_mr']:.2f} "
                 f"({v['none']['code_mr']:.2f} -> {v['all8']['code_mr']:.2f} by AMFMN's code)" for m, v in tta.items())
             + ".")
+    blocks = [(m, b, v) for m in GROUND_MODELS
+              for b, v in sorted(res.get("ground", {}).get(m, {}).get("inputs", {}).get("blocks", {}).items())
+              if "base" in v and len(v) > 1]
+    if blocks:
+        before.append(
+            "The adopted lever on a second dev block (`python scripts/ucm.py ground-blocks`: ids 10b to 10b+9 of "
+            "each class held out instead of 70-79; dev mR only, one seed; reported, not a choice): " + "; ".join(
+                f"`{m}` ids {10 * int(b)}-{10 * int(b) + 9}: " + ", ".join(
+                    f"{k} {r['dev_mr']:.2f}" for k, r in v.items()) for m, b, v in blocks) + ".")
     full = {r["model"]: r for r in rows if r["recipe"].startswith("full") and not r["recipe"].endswith("(earlier)")}
     base = next((r for r in rows if r["model"].endswith("(reference)")), None)
     notes = []
@@ -1158,6 +1169,40 @@ def write(args) -> dict:
 
 
 # the command line's steps, in the order `all` runs the first six
+def ground_blocks(args) -> None:
+    """The adopted input lever against the recipe without it on a second dev block (--block, default ids 60-69 of
+    each class; training on the other train ids): is the dev choice more than one block's noise? Dev mR only (no
+    grid pointing: CPU time); kept in docs/ucm.json (ground.<model>.inputs.blocks), reported, not a choice."""
+    res = load_results()
+    data = make_dev(args, args.block)
+    for m in ground_models(args):
+        a = res.get("ground", {}).get(m, {}).get("inputs", {})
+        base = ground_recipe(res, m, inputs=False)
+        if not a.get("adopted") or base is None:
+            print(f"{m}: no adopted input lever, skipped", flush=True)
+            continue
+        got = a.setdefault("blocks", {}).setdefault(str(args.block), {})
+        todo = {tag: variant for tag, variant in (("base", base[1]),
+                                                  (a["adopted"], {**base[1], **INPUT_LEVERS[a["adopted"]]}))
+                if args.force or got.get(tag, {}).get("set") != variant}
+
+        def run(tag: str) -> None:
+            out = RUNS / f"devblock{args.block}-{m}-{tag}"
+            rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(todo[tag]),
+                   log=out / "train.log")
+
+        with ThreadPoolExecutor(2) as pool:   # the two runs side by side, one thread each
+            list(pool.map(run, todo))
+        for tag, variant in todo.items():
+            out = RUNS / f"devblock{args.block}-{m}-{tag}"
+            card = json.loads((out / "best.json").read_text())
+            got[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
+                        "history": json.loads((out / "last.json").read_text()).get("history")}
+            save_results(res, "ground", m)
+            print(f"{m} block {args.block} {tag}: best dev epoch {card['best_epoch']} (dev mR "
+                  f"{got[tag]['dev_mr']:.2f})", flush=True)
+
+
 def base_dev_dir(res: dict, m: str) -> Path | None:
     """The dev run of the model's grounding recipe without an input lever (ground-inputs' "base")."""
     base = res.get("ground", {}).get(m, {}).get("inputs", {}).get("runs", {}).get("base")
@@ -1219,7 +1264,7 @@ STEPS = {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zerosh
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-levers": ground_levers,
          "ground-inputs": ground_inputs, "ground-final": ground_final, "ground-ablate": ground_ablate,
          "ground-val": ground_val, "ground-publish": ground_publish, "ground-write": ground_write,
-         "ground-tta": ground_tta}
+         "ground-tta": ground_tta, "ground-blocks": ground_blocks}
 
 
 def main(argv=None) -> int:
@@ -1233,6 +1278,8 @@ def main(argv=None) -> int:
     p.add_argument("--ablation-seeds", type=int, default=1, help="seeds per module-off row (default 1: CPU time)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
     p.add_argument("--levers", nargs="+", choices=sorted(INPUT_LEVERS), help="ground-inputs: only these levers")
+    p.add_argument("--block", type=int, default=6, choices=range(8), metavar="0-7",
+                   help="ground-blocks: the second dev block, ids 10*B .. 10*B+9 of each class (default 6)")
     p.add_argument("--ground-weight", type=float, help="ground-final for a model without grounding dev runs: this "
                    "mosaic weight (chosen on other models' dev blocks) and its old recipe's dev epochs")
     args = p.parse_args(argv)

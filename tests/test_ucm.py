@@ -323,3 +323,25 @@ def test_base_dev_run_is_the_recipe_without_a_lever(tmp_path, monkeypatch):
     (run / "recipe.json").write_text(json.dumps({"set": mod.ground_recipe(res, "a", inputs=False)[1],
                                                  "epochs": mod.GROUND_EPOCHS}))
     assert mod.base_dev_dir(res, "a") == run
+
+
+def test_dev_blocks_hold_out_ten_ids_of_each_class(tmp_path, monkeypatch):
+    """scripts/ucm.py make_dev: block 7 (the dev split) holds out ids 70-79 of each class, another block its own
+    ten; the rest of the train ids train; val and test ids are never read."""
+    mod = _ucm_script()
+    monkeypatch.setattr(mod, "RUNS", tmp_path / "runs")
+    data = tmp_path / "ucm"
+    data.mkdir()
+    ids = [i for c in range(2) for i in range(100 * c + 1, 100 * c + 81)]       # train ids: 1-80 of each class
+    (data / "data_train_UCM.json").write_text(json.dumps(
+        {"images": [{"id": i} for i in ids], "annotations": [{"image_id": i, "caption": "x"} for i in ids]}))
+    args = type("A", (), {"data": str(data)})()
+    for block, folder, held in ((7, "dev", (71, 80)), (6, "dev-b6", (61, 70))):
+        out = mod.make_dev(args, block)
+        assert out == tmp_path / "runs" / folder
+        val = json.loads((out / "data_val_UCM.json").read_text())
+        train = json.loads((out / "data_train_UCM.json").read_text())
+        want = [i for c in range(2) for i in range(100 * c + held[0], 100 * c + held[1] + 1)]
+        assert sorted(im["id"] for im in val["images"]) == want
+        assert sorted(a["image_id"] for a in val["annotations"]) == want
+        assert len(train["images"]) == len(ids) - len(want) and not set(want) & {im["id"] for im in train["images"]}
