@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoint import save
+from ..checkpoint import load, save
 from ..data.formats import open_dataset
 from ..data.text import Vocab
 from ..evaluate import evaluate_model, format_recall
@@ -73,8 +73,6 @@ def model_for(name: str, overrides: dict, train_ds=None):
 def warm_start(model, path: str) -> None:
     """The weights of checkpoint `path` copied into `model` (same architecture and shapes; its config may differ in
     what trains: e.g. the whole backbone fine-tuned from a run that trained only the heads on cached features)."""
-    from ..checkpoint import load
-
     src = load(path, device="cpu")
     if src.arch != model.arch:
         raise ValueError(f"--init {path}: a {src.arch!r} checkpoint cannot start a {model.arch!r} model")
