@@ -527,7 +527,7 @@ def ground_dev(args) -> None:
                     continue
             t = time.perf_counter()
             if not old or args.force:
-                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, recipe["epochs"], "val"), *_sets(variant), *init,
+                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
                        log=out / "train.log")
             dev_runs[tag] = {**dev_result(m, tag, out, variant, args),
                              "seconds": (old or {}).get("seconds") if old else round(time.perf_counter() - t)}
@@ -1168,7 +1168,6 @@ def write(args) -> dict:
     return section
 
 
-# the command line's steps, in the order `all` runs the first six
 def ground_blocks(args) -> None:
     """The adopted input lever against the recipe without it on a second dev block (--block, default ids 60-69 of
     each class; training on the other train ids): is the dev choice more than one block's noise? Dev mR only (no
@@ -1229,12 +1228,11 @@ def ground_tta(args) -> None:
 
     from rsdemo import features
     from rsdemo.checkpoint import load_model
+    from rsdemo.data.formats import open_dataset
     from rsdemo.evaluate import recall, same_text_same_score
 
     torch.set_num_threads(1)
     res = load_results()
-    from rsdemo.data.formats import open_dataset
-
     # the dev blocks as the dev runs scored them (the same file, so tied scores keep their order for AMFMN's code)
     ds = open_dataset(f"ucm:{make_dev(args)}", images=images_dir(args)).split("val")
     texts, owner = ds.captions()
@@ -1260,6 +1258,7 @@ def ground_tta(args) -> None:
                                                 for k, v in out.items()), flush=True)
 
 
+# the command line's steps, in the order `all` runs the first six
 STEPS = {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-levers": ground_levers,
          "ground-inputs": ground_inputs, "ground-final": ground_final, "ground-ablate": ground_ablate,

@@ -40,7 +40,7 @@ def card(a, model, opts, batches, eval_split: str, n_eval: int, epochs: int, bs:
             "kernels": kernel_setting(),
             # frozen encoders: time to compute (or read back) their cached outputs, not in train_seconds
             **({"feature_cache_seconds": batches.cache_seconds} if batches.cache_seconds is not None else {}),
-            **({"init": {"checkpoint": str(a.init), "sha256": file_sha256(a.init)}} if getattr(a, "init", None) else {}),
+            **({"init": {"checkpoint": str(a.init), "sha256": file_sha256(a.init)}} if a.init else {}),
             "command": "rsdemo train " + " ".join(cli_args(a, epochs, bs, lr))}
 
 
@@ -64,6 +64,6 @@ def cli_args(a, epochs, bs, lr) -> list[str]:
         args += ["--images", a.images]
     for k, v in (a.overrides or {}).items():
         args += ["--set", f"{k}={json.dumps(v)}"]
-    if getattr(a, "init", None):
+    if a.init:
         args += ["--init", str(a.init)]
     return args
