@@ -198,3 +198,14 @@ def tile_loss(maps: torch.Tensor, targets: torch.Tensor, scale: float = 20.0, ti
     sums = torch.einsum("ah,nhw,bw->nab", member(maps.shape[-2]), maps, member(maps.shape[-1])).flatten(1)
     return F.cross_entropy(scale * sums, targets.to(maps.device))
 
+
+
+def word_contrast(sim: torch.Tensor, mask: torch.Tensor, scale: float = 20.0, dup=None) -> torch.Tensor:
+    """Token-level contrast (late interaction, as FILIP scores pairs): sim [N, M, T, R] is the cosine of text m's
+    word t with image n's region r (word_regions), mask [M, T] its real words. The pair's score is the mean over
+    the words of each word's best region; symmetric InfoNCE over the batch at logit scale `scale` (dup: pairs
+    that are not negatives, duplicate_mask). A word can only raise its own image above the others by matching a
+    region the others lack, so the words learn where their objects are."""
+    m = mask[None].to(sim.dtype)
+    s = (sim.amax(-1) * m).sum(-1) / m.sum(-1).clamp(min=1)
+    return infonce(s, temperature=1.0 / scale, mask=dup)

@@ -4,8 +4,9 @@
     python scripts/train_demo.py --publish-only  # copy runs/MODEL/best.* to rsdemo/checkpoints/MODEL.*
     python scripts/train_demo.py --publish-only --models M --from runs/ablate/M/full/seed0   # publish another run
 
-Each model is trained by exactly `rsdemo train --model MODEL --data synthetic --out runs/MODEL` (its card records
-the command); best.safetensors (fp16) and its card become rsdemo/checkpoints/MODEL.safetensors / .json.
+Each model is trained by exactly `rsdemo train --model MODEL --data synthetic --out runs/MODEL` plus its SETS below
+(its card records the command); best.safetensors (fp16) and its card become rsdemo/checkpoints/MODEL.safetensors /
+.json.
 """
 import argparse
 import json
@@ -19,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CKPT = ROOT / "rsdemo" / "checkpoints"   # the committed checkpoints (rsdemo.checkpoint.CHECKPOINT_DIR)
 DEMO = ["amfmn-slim", "clip-tiny", "ccnet-slim", "ssjdn-slim", "dove-slim",
         "amfmn-lite0", "dual-lite0", "ccnet-lite0", "ssjdn-lite0", "dove-lite0"]
+# config overrides of the demo runs. ccnet-lite0 at 256 px, the synthetic world's own size: its per-word TAM maps
+# then live on the 16x16 stride-16 grid, where the world's small objects (about 1.5% of the image) span cells of
+# their own; at 128 px an object shares one cell with its surroundings. Chosen on the val split's phrase pointing
+# (rsdemo eval-explain --split val); the test split stays the report.
+SETS = {"ccnet-lite0": ["--set", "image_size=256"]}
 
 
 def main() -> None:
@@ -34,7 +40,7 @@ def main() -> None:
         run = Path(a.src).resolve() if a.src else ROOT / "runs" / m
         if not a.publish_only:
             subprocess.run([sys.executable, "-m", "rsdemo", "train", "--model", m, "--data", "synthetic",
-                            "--out", str(run), "--quiet"], check=True, cwd=ROOT)
+                            "--out", str(run), "--quiet", *SETS.get(m, [])], check=True, cwd=ROOT)
         shutil.copyfile(run / "best.safetensors", CKPT / f"{m}.safetensors")
         card = json.loads((run / "best.json").read_text())
         # the best card was written mid-run; the whole run's time is the training budget that was spent

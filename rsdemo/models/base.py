@@ -186,6 +186,13 @@ class RetrievalModel(nn.Module):
         (train.mosaic_weight, rsdemo.training)."""
         raise NotImplementedError(f"{type(self).__name__} has no score maps (train.mosaic_weight needs them)")
 
+    def word_regions(self, images, texts):
+        """(sim [N, M, T, R]: cosine of every text's word t with every image's region r, mask [M, T]) where the
+        architecture matches words to regions (differentiable): the token-level contrast's input
+        (train.word_weight, rsdemo.training)."""
+        raise ValueError(f"{type(self).__name__} has no word-region similarity (train.word_weight needs "
+                                  f"it; ccnet has)")
+
     def text_state(self, texts):
         """The text side computed once, accepted wherever texts are (encode_text, score_state): a search that needs
         both the stage-1 query embedding and the full score encodes its text once (default: the texts as given)."""

@@ -160,6 +160,13 @@ class CCNet(SeedModel):
         s = torch.cat(out)
         return (s, extra) if parts else s
 
+    def word_regions(self, images, texts):
+        _, reg, _ = self._visual(images)
+        if reg is None:
+            raise ValueError("train.word_weight: ccnet matches words to regions only with use_tam or use_cfm on")
+        words, mask, _ = self._words(texts)
+        return self._fine(reg, words), mask
+
     def score_state(self, state, texts):
         st = self.state_tensors(state)
         reg = st["regions"].flatten(1, 2) if "regions" in st else None

@@ -158,6 +158,10 @@ class TrainOptions(Typed):
     mosaic_batch: int = 32                   # mosaics per step
     mosaic_scale: float = 20.0               # logit scale of the per-tile shares of the score
     mosaic_size: int = 512                   # mosaic side before the model's resize (rsdemo.grounding's 512)
+    # token-level contrast (losses.word_contrast on the model's word_regions): each word's best-matching region,
+    # averaged over the caption's words, must score the caption's own image above the batch's other images
+    word_weight: float = 0.0                 # its weight beside the retrieval loss; 0: off
+    word_scale: float = 20.0                 # its logit scale
 
 
 @dataclass(kw_only=True)

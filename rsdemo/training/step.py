@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .. import losses
-from ..models.base import Pairs
+from ..models.base import Pairs, RetrievalModel
 from ..models.registry import loss_for
 
 
@@ -21,11 +21,15 @@ class TrainStep(nn.Module):
         super().__init__()
         self.model = model
         self.loss_fn = loss_for(model.arch)
+        if model.config.train.word_weight > 0 and type(model).word_regions is RetrievalModel.word_regions:
+            raise ValueError(f"train.word_weight: {model.arch} has no word-region similarity to contrast (ccnet has); "
+                             f"leave it at 0 for this model")
 
     def forward(self, images, texts, captions: list[str], labels=None, image_ids=None, mosaics=None) -> dict:
         """{"loss": scalar, parts...} of one batch of matched pairs (image i <-> captions[i]); texts are the
         captions or their cached encoder outputs. mosaics: (mosaic images, texts, target tiles) adds the grounding
-        objective (losses.tile_loss on the model's score_maps) with weight train.mosaic_weight."""
+        objective (losses.tile_loss on the model's score_maps) with weight train.mosaic_weight; train.word_weight adds
+        the token-level contrast (losses.word_contrast on the model's word_regions)."""
         res = self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
         if mosaics is not None:
             tcfg = self.model.config.train
@@ -33,6 +37,13 @@ class TrainStep(nn.Module):
             tile = losses.tile_loss(maps.float(), mosaics[2], tcfg.mosaic_scale)
             res["loss"] = res["loss"] + tcfg.mosaic_weight * tile
             res["mosaic"] = tile.detach()
+        tcfg = self.model.config.train
+        if tcfg.word_weight > 0:
+            sim, mask = self.model.word_regions(images, texts)
+            dup = losses.duplicate_mask(list(captions), image_ids).to(sim.device)
+            word = losses.word_contrast(sim.float(), mask, tcfg.word_scale, dup)
+            res["loss"] = res["loss"] + tcfg.word_weight * word
+            res["word"] = word.detach()
         return res
 
 
