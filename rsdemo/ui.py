@@ -337,9 +337,11 @@ def gallery_note(title: str) -> str:
 
 def model_note(m: dict) -> str:
     """One model's lines under the model picker: one plain sentence on what it does, then test mR, training data,
-    size, epochs."""
+    size, input size, epochs."""
     c = m["card"]
     bits = [f"trained on **{dataset_name(c.get('data'))}**", f"{c.get('params', 0) / 1e6:.1f}M params"]
+    if (c.get("config") or {}).get("image_size"):
+        bits.append(f"{c['config']['image_size']} px input")
     if c.get("epochs"):
         bits.append(f"{c['epochs']} epochs")
     mr = f"test mR **{m['mr']:.1f}**" if m["mr"] is not None else "no test metrics"
