@@ -129,6 +129,30 @@ def faithfulness_table(results: dict[str, dict]) -> str:
     return sections.table({"columns": COLUMNS, "rows": _rows(results)})
 
 
+SEED_ARCHS = ("amfmn", "ccnet", "ssjdn", "dove")   # the seed papers' models (the others are references)
+GOAL = 90.0   # issue 19's goal for the best own map's pointing on the synthetic masks
+
+
+def _own(name: str) -> bool:
+    """A map of the model's own (its modules' maps, their phrase averages, its score maps), not a reference."""
+    return not name.startswith(("baseline", "oracle")) and name != "random"
+
+
+def goals(results: dict[str, dict]) -> str:
+    """One sentence against the goals of issue 19 on the synthetic masks: the best own map of a seed model
+    (pointing >= GOAL) and every seed map above its random floor (the random map at its model's resolution)."""
+    seed = {m: r for m, r in results.items() if Path(m).name.split("-")[0] in SEED_ARCHS}
+    own = [(r[k]["pointing"], m, k) for m, r in seed.items() for k in r if _own(k)]
+    if not own:
+        return "No seed model measured."
+    best = max(own)
+    low = [f"{m} `{k}` {r[k]['pointing']:.1f} (floor {r['random']['pointing']:.1f})" for m, r in seed.items()
+           for k in r if _own(k) and "random" in r and r[k]["pointing"] < r["random"]["pointing"]]
+    return (f"Against the goals of issue 19 (synthetic masks): the best own map of a seed model is {best[1]} "
+            f"`{best[2]}` at {best[0]:.1f}% pointing ({best[0] - GOAL:+.1f} vs the goal {GOAL:.0f}); "
+            + (f"maps below their random floor: {'; '.join(low)}." if low else "no seed map is below its random floor."))
+
+
 def write_results(results: dict[str, dict], data: str = "synthetic", split: str = "test",
                   command: str = "rsdemo eval-explain --write", doc: Path | None | bool = True,
                   folder: Path | None = None) -> Path:
@@ -147,5 +171,5 @@ def write_results(results: dict[str, dict], data: str = "synthetic", split: str 
             f"resolution (the floor: its pointing rate is the share of the image within 15 px of the objects); `oracle_HxW`: the "
             f"mask block-averaged to h x w, the ceiling of any map at that resolution (objects are small, so a "
             f"coarse map cannot point exactly at them)."],
-        "columns": COLUMNS, "rows": _rows(results)}
+        "columns": COLUMNS, "rows": _rows(results), "after": [goals(results)]}
     return sections.save("faithfulness", section, doc=doc, folder=folder or sections.DIR)

@@ -221,3 +221,20 @@ def test_cli_eval_explain(test_split):
     assert f"| {name} | random |" in r.stdout and "baseline_gradcam" in r.stdout
     bad = run("--models", "no-such-model", "--data", "synthetic:120")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "error" in bad.stderr
+
+
+def test_goal_sentence_reads_own_seed_maps_only():
+    from rsdemo.faithfulness import goals
+
+    def r(p):
+        return {"pointing": p, "iou": 1.0, "n": 10}
+
+    res = {"ccnet-x": {"tam": r(60.0), "tam_phrase": r(90.5), "baseline_gradcam": r(95.0), "random": r(10.0),
+                       "oracle_8x8": r(97.0)},
+           "dove-x": {"roam_text": r(5.0), "random": r(8.0)},
+           "dual-x": {"patch_sim": r(2.0), "random": r(8.0)}}          # not a seed model: a reference
+    s = goals(res)
+    assert "ccnet-x `tam_phrase` at 90.5% pointing (+0.5 vs the goal 90)" in s
+    assert "dove-x `roam_text` 5.0 (floor 8.0)" in s and "dual-x" not in s
+    res["dove-x"]["roam_text"] = r(9.0)
+    assert "no seed map is below its random floor" in goals(res)
