@@ -29,6 +29,8 @@ What we decided:
   times its feature), CFM's over regions (its marginal p(r) times its feature) -- so a region's share of the final
   score is the mean of its shares of the three (the global one moved onto the region grid, common.spread):
   "tam_cfm_score" ("score" with both modules off), summing to the score. "tam", "cfm_regions" stay as read-outs.
+- word_regions (the fine-grained cosines s[t, r]) feeds the token-level contrast, train.word_weight
+  (losses.word_contrast). On the synthetic world it lowered the phrase maps' pointing, so no recipe turns it on.
 Switches: use_tam, use_cfm, use_cd (CCNetOptions). The loss (ccnet_loss, registered for the arch) reads
 forward()'s full scores and global embeddings.
 """
