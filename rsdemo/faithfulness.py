@@ -134,8 +134,8 @@ GOAL = 90.0   # issue 19's goal for the best own map's pointing on the synthetic
 
 
 def _own(name: str) -> bool:
-    """A map of the model's own (its modules' maps, their phrase averages, its score maps), not a reference."""
-    return not name.startswith(("baseline", "oracle")) and name != "random"
+    """A map of the model's own (what the page offers, results.own_map, or its phrase average), not a reference."""
+    return sections.own_map(name) or (name.endswith("_phrase") and not name.startswith("baseline"))
 
 
 def goals(results: dict[str, dict]) -> str:

@@ -199,7 +199,6 @@ def tile_loss(maps: torch.Tensor, targets: torch.Tensor, scale: float = 20.0, ti
     return F.cross_entropy(scale * sums, targets.to(maps.device))
 
 
-
 def word_contrast(sim: torch.Tensor, mask: torch.Tensor, scale: float = 20.0, dup=None) -> torch.Tensor:
     """Token-level contrast (late interaction, as FILIP scores pairs): sim [N, M, T, R] is the cosine of text m's
     word t with image n's region r (word_regions), mask [M, T] its real words. The pair's score is the mean over

@@ -190,8 +190,8 @@ class RetrievalModel(nn.Module):
         """(sim [N, M, T, R]: cosine of every text's word t with every image's region r, mask [M, T]) where the
         architecture matches words to regions (differentiable): the token-level contrast's input
         (train.word_weight, rsdemo.training)."""
-        raise ValueError(f"{type(self).__name__} has no word-region similarity (train.word_weight needs "
-                                  f"it; ccnet has)")
+        raise ValueError(f"{type(self).__name__} has no word-region similarity (train.word_weight needs it; "
+                         f"ccnet has)")
 
     def text_state(self, texts):
         """The text side computed once, accepted wherever texts are (encode_text, score_state): a search that needs

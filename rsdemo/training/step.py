@@ -31,13 +31,12 @@ class TrainStep(nn.Module):
         objective (losses.tile_loss on the model's score_maps) with weight train.mosaic_weight; train.word_weight adds
         the token-level contrast (losses.word_contrast on the model's word_regions)."""
         res = self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
+        tcfg = self.model.config.train
         if mosaics is not None:
-            tcfg = self.model.config.train
             maps = self.model.score_maps(mosaics[0], mosaics[1])
             tile = losses.tile_loss(maps.float(), mosaics[2], tcfg.mosaic_scale)
             res["loss"] = res["loss"] + tcfg.mosaic_weight * tile
             res["mosaic"] = tile.detach()
-        tcfg = self.model.config.train
         if tcfg.word_weight > 0:
             sim, mask = self.model.word_regions(images, texts)
             dup = losses.duplicate_mask(list(captions), image_ids).to(sim.device)
