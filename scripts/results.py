@@ -34,12 +34,13 @@ def main() -> None:
     datas = set()
     for c in cards:
         m = c["metrics"]["test"]
-        note = (f"{c['params'] / 1e6:.1f}M params, {c['config']['image_size']} px, {c['epochs']} epochs in {c['run_seconds'] / 60:.1f} min on "
+        note = (f"{c['params'] / 1e6:.1f}M params, {c['config']['image_size']} px, {c['epochs']} epochs in "
+                f"{c['run_seconds'] / 60:.1f} min on "
                 f"{c['device']} ({c['cpus']} cores), best epoch {c.get('best_epoch')} by val mR")
         if c.get("config", {}).get("freeze"):
             note += (f"; encoders frozen ({', '.join(c['config']['freeze'])}: ImageNet Lite0 / MiniLM), heads trained on "
-                     f"their cached outputs (caching {c.get('feature_cache_seconds', 0):.0f} s, not in the minutes; 0 s where an earlier run's cache "
-                     f"was reused)")
+                     f"their cached outputs (caching {c.get('feature_cache_seconds', 0):.0f} s, not in the "
+                     f"minutes; 0 s where an earlier run's cache was reused)")
         if "mr_embed" in m:
             note += f"; stage-1 embeddings alone: mR {m['mr_embed']:.2f}"
         rows.append({"model": c["model"], "kind": "checkpoint", **{k: m[k] for k in KEYS}, "notes": note})

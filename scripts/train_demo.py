@@ -24,7 +24,7 @@ DEMO = ["amfmn-slim", "clip-tiny", "ccnet-slim", "ssjdn-slim", "dove-slim",
 # size: their stride-16 maps are then 16x16, where the world's small objects (about 1.5% of the image) span cells
 # of their own; at 128 px an object shares one cell with its surroundings. ccnet-lite0's word maps then point at
 # the phrase's objects far more often, dove-lite0's roam_text rises above its random floor (at 128 px it pointed
-# below it), ssjdn-lite0's coarser SEM maps and its score map point far more often. Chosen on the val split
+# below it), ssjdn-lite0's coarser SEM maps point far more often. Chosen on the val split
 # (rsdemo eval-explain --split val); the test split stays the report.
 SETS = {m: ["--set", "image_size=256"] for m in ("ccnet-lite0", "dove-lite0", "ssjdn-lite0")}
 
