@@ -44,7 +44,7 @@ def _load(spec: dict):
 
     from rsdemo import create_model
 
-    m = create_model(spec["name"])
+    m = create_model(spec["name"], **spec.get("overrides", {}))
     size = int(m.preprocess(Image.new("RGB", (64, 64))).shape[-1])  # what the model really takes
     return m, None, size
 
@@ -111,19 +111,42 @@ def run_spec(spec: dict, inline: bool = False) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def checkpoint_sizes(models: list[str]) -> dict[str, int]:
+    """{row name: input px} for the committed demo checkpoints (rsdemo/checkpoints/<model>.json) trained at another
+    input size than their registered config: the page runs them at the checkpoint's size, so they get a row of
+    their own ("ccnet-lite0 @ 256 px") beside the config's."""
+    from rsdemo import create_model
+    from rsdemo.checkpoint import CHECKPOINT_DIR
+
+    out = {}
+    for name in models:
+        card = CHECKPOINT_DIR / f"{name}.json"
+        if not card.is_file():
+            continue
+        size = json.loads(card.read_text()).get("config", {}).get("image_size")
+        if size and size != create_model(name).config.image_size:
+            out[f"{name} @ {size} px"] = int(size)
+    return out
+
+
 def run(models=None, batch=32, repeats=5, threads=None, inline=False, text_batch=64, baseline=BASELINE,
         log=print) -> tuple[str, dict]:
-    """-> (markdown section, data). models: names (default: every registered model)."""
+    """-> (markdown section, data). models: names (default: every registered model), plus a row per committed
+    demo checkpoint whose input size differs from its config's (checkpoint_sizes)."""
     import torch
 
     from rsdemo import list_models
 
     models = list(models or list_models())
+    specs = {name: {"name": name} for name in models}
+    for row, size in checkpoint_sizes(models).items():
+        specs[row] = {"name": row.split(" @ ")[0], "overrides": {"image_size": size}}
+    models = sorted(specs)
     common = {"batch": batch, "repeats": repeats, "threads": threads or os.cpu_count(), "text_batch": text_batch}
     res, bases = {}, {}
     for name in models:
         t = time.perf_counter()
-        res[name] = run_spec({"kind": "model", "name": name, **common}, inline)
+        res[name] = run_spec({"kind": "model", **specs[name], **common}, inline)
         size = res[name]["size"]
         if size not in bases:  # the baseline at this input size, once (its text tower does not depend on it)
             bases[size] = run_spec({"kind": "baseline", "size": size, "text": not bases, "baseline": baseline,
@@ -132,7 +155,9 @@ def run(models=None, batch=32, repeats=5, threads=None, inline=False, text_batch
     cuda = torch.cuda.is_available()
     lines = [
         "## 1. Image encoding throughput and memory; 2. text encoding latency", "",
-        f"Every registered model, each in a fresh process, against open_clip {baseline} (random init, "
+        f"Every registered model, each in a fresh process (and, as `model @ N px`, each committed demo checkpoint "
+        f"trained at another input size than its config's: the size the page runs it at), against open_clip "
+        f"{baseline} (random init, "
         f"`force_image_size` = the model's input size) measured in the same run. Batches of {batch} random "
         f"tensors at the input size (network cost only: no decoding or resizing), torch threads "
         f"{common['threads']}, `torch.inference_mode`. images/s: median of {repeats} batches. Peak memory: extra "

@@ -13,10 +13,12 @@ rsdemo/models/common.py) trained with the mosaic objective (train.mosaic_weight:
 mosaic of training photos must find that tile through the model's own score map; rsdemo.training.inputs.Mosaics,
 rsdemo.losses.tile_loss). The weight (GROUND_WEIGHTS, 0 = the score map read from the old recipe) and the epoch
 count are chosen on the dev blocks: dev mR and the grid pointing game of the own score map on the held-out dev
-ids (grounding.dev_blocks), never val/test. Seeds train on the full train ids as rows "<model>+ground"; a seed-0
-checkpoint replaces rsdemo/checkpoints/ucm/<model> only when its val mR is within GROUND_MR_SLACK of the committed
-card's and its best own map points better on val (rsdemo/results/grounding.json); then
-`rsdemo eval-explain --real --models ucm/<model> --write` regenerates that model's grounding rows.
+ids (grounding.dev_blocks), never val/test. Seeds train on the full train ids as rows "<model>+ground"; the seed-0
+checkpoint of a recipe chosen on the model's own dev runs replaces rsdemo/checkpoints/ucm/<model> (val is measured
+and reported beside the committed card's, not used to decide); a recipe whose weight was carried over from other
+models replaces it only when its val mR is within GROUND_MR_SLACK of the committed card's and its best own map
+points better on val (rsdemo/results/grounding.json). Then that model's grounding rows are regenerated (what
+`rsdemo eval-explain --real --models ucm/<model> --write` writes).
 
 Every training is one public command, `rsdemo train --model M --data ucm:DIR --images DIR ...` (printed as it
 runs); every number is `rsdemo eval --checkpoint ... --split val|test` of the saved checkpoint, so the table, the
@@ -514,31 +516,54 @@ def ground_dev(args) -> None:
     res = load_results()
     data = make_dev(args)
     for m in ground_models(args):
-        entry = res.setdefault("ground", {}).setdefault(m, {})
-        dev_runs = entry.setdefault("dev", {})
-        for w in GROUND_WEIGHTS:
+        for w in (args.weights or GROUND_WEIGHTS):
             tag = f"w={w:g}"
             variant = ground_variant(res, m, w)
             out = RUNS / f"devground-{m}-{tag}"
-            old = dev_runs.get(tag)
+            old = res.get("ground", {}).get(m, {}).get("dev", {}).get(tag)
             if old and not args.force:
                 # the run stands; its maps are re-measured when they were read out another way (signed split)
                 if old.get("readout") == READOUT or not (out / "best.safetensors").is_file():
                     continue
-            t = time.perf_counter()
+            recipe = {"set": variant, "epochs": GROUND_EPOCHS}
+            t, seconds = time.perf_counter(), (old or {}).get("seconds")
             if not old or args.force:
-                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
-                       log=out / "train.log")
-            dev_runs[tag] = {**dev_result(m, tag, out, variant, args),
-                             "seconds": (old or {}).get("seconds") if old else round(time.perf_counter() - t)}
+                same = None if args.force else finished_run(m, recipe)
+                if same is not None:
+                    print(f"{m} {tag}: the same recipe ran in {rel(same)}; read, not retrained", flush=True)
+                    out, seconds = same, None
+                else:
+                    out.mkdir(parents=True, exist_ok=True)
+                    (out / "recipe.json").write_text(json.dumps(recipe))
+                    rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
+                           log=out / "train.log")
+                    seconds = round(time.perf_counter() - t)
+            got = {**dev_result(m, tag, out, variant, args), "seconds": seconds, "run": rel(out)}
+            res = load_results()      # a ground-dev side by side (--weights) may have added its runs meanwhile
+            res.setdefault("ground", {}).setdefault(m, {}).setdefault("dev", {})[tag] = got
             save_results(res, "ground", m)
+        res = load_results()
+        entry = res.get("ground", {}).get(m, {})
+        dev_runs = entry.get("dev", {})
         base = dev_runs.get("w=0")
-        if base is None:
+        if base is None or any(f"w={w:g}" not in dev_runs for w in GROUND_WEIGHTS):
+            print(f"{m}: not every mosaic weight has its dev run yet; no choice", flush=True)
             continue
         ok = {t: d for t, d in dev_runs.items() if d["dev_mr"] >= base["dev_mr"] - GROUND_MR_SLACK}
         entry["chosen"] = max(ok, key=lambda t: (ok[t]["hit"], ok[t]["energy"]))
         save_results(res, "ground", m)
         print(f"{m}: chosen {entry['chosen']}", flush=True)
+
+
+def finished_run(m: str, recipe: dict) -> Path | None:
+    """A finished dev run of model m (any dev step's directory) that trained exactly `recipe` ({set, epochs}) on
+    the dev blocks, so a step needing the same run reads it instead of training it again."""
+    for d in sorted(RUNS.glob(f"dev*-{m}-*")):
+        r = d / "recipe.json"
+        if r.is_file() and (d / "best.safetensors").is_file() and (d / "last.json").is_file() \
+                and json.loads(r.read_text()) == recipe:
+            return d
+    return None
 
 
 def ground_recipe(res: dict, m: str, inputs: bool = True) -> tuple[int, dict] | None:
@@ -735,10 +760,12 @@ def ground_val(args) -> None:
 
 
 def ground_publish(args) -> None:
-    """Seed 0 of a grounding row replaces rsdemo/checkpoints/ucm/<model> when its val mR is within GROUND_MR_SLACK
+    """Seed 0 of a grounding row replaces rsdemo/checkpoints/ucm/<model> when the model's mosaic weight was chosen
+    on its own dev runs (ground-dev): the recipe is the dev blocks' choice, and val only reports it. A recipe whose
+    weight was carried over from other models ("transfer") replaces it when its val mR is within GROUND_MR_SLACK
     of the committed card's and its best own map points better (more hits and more energy) than the committed
     checkpoint's best own map in rsdemo/results/grounding.json, or when its val mR is higher and its best own map
-    meets the grounding goals (GOALS); then the model's grounding rows are regenerated."""
+    meets the grounding goals (GOALS). Then the model's grounding rows are regenerated."""
     from rsdemo import results
 
     res = load_results()
@@ -765,9 +792,11 @@ def ground_publish(args) -> None:
         new_k, new = best_own(val["maps"])
         # a recipe that grounds better for at most GROUND_MR_SLACK mR, or one that retrieves better while its map
         # still meets the issue's grounding goals (an input lever adopted on the dev blocks)
-        ok = (new_mr >= old_mr - GROUND_MR_SLACK and new["hit"] > old["hit"] and new["energy"] > old["energy"]) or \
+        ok = "chosen" in g or \
+            (new_mr >= old_mr - GROUND_MR_SLACK and new["hit"] > old["hit"] and new["energy"] > old["energy"]) or \
             (new_mr > old_mr and new["hit"] >= GOALS["hit"] and new["energy"] >= GOALS["energy"])
-        g["decision"] = {"old_mr": old_mr, "new_mr": new_mr, "old_map": old_k, "old_hit": old["hit"],
+        g["decision"] = {"rule": "dev" if "chosen" in g else "val gate", "old_mr": old_mr, "new_mr": new_mr,
+                         "old_map": old_k, "old_hit": old["hit"],
                          "old_energy": old["energy"], "new_map": new_k, "new_hit": new["hit"],
                          "new_energy": new["energy"], "published": ok}
         print(f"{m}: val mR {old_mr:.2f} -> {new_mr:.2f}; best own map {old_k} {old['hit']:.0f}/{old['energy']:.1f} "
@@ -1142,7 +1171,10 @@ def write(args) -> dict:
                     f"best own map {dec['old_map']} "
                     f"{dec['old_hit']:.0f}%/{dec['old_energy']:.1f}% -> {dec['new_map']} {dec['new_hit']:.0f}%/"
                     f"{dec['new_energy']:.1f}% (hits/energy): "
-                    + ("published as rsdemo/checkpoints/ucm/" + m if dec["published"] else "not published"))
+                    + (f"published as rsdemo/checkpoints/ucm/{m}" + (" (a recipe chosen on its own dev runs: val "
+                                                                      "reports it, it is not a gate)"
+                                                                      if dec.get("rule") == "dev" else "")
+                       if dec["published"] else "not published"))
         grounds.append(txt)
     if grounds:
         lines += ["", f"Grounding recipes (`python scripts/ucm.py ground`; dev blocks: {GROUND_EPOCHS} epochs, the grid "
@@ -1276,6 +1308,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, choices=SEEDS, help="ground-final: only this seed (two processes side by side)")
     p.add_argument("--ablation-seeds", type=int, default=1, help="seeds per module-off row (default 1: CPU time)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
+    p.add_argument("--weights", nargs="+", type=float, choices=GROUND_WEIGHTS, metavar="W",
+                   help=f"ground-dev: only these mosaic weights (of {', '.join(f'{w:g}' for w in GROUND_WEIGHTS)}; "
+                        "two processes side by side); the choice waits until every weight has its run")
     p.add_argument("--levers", nargs="+", choices=sorted(INPUT_LEVERS), help="ground-inputs: only these levers")
     p.add_argument("--block", type=int, default=6, choices=range(8), metavar="0-7",
                    help="ground-blocks: the second dev block, ids 10*B .. 10*B+9 of each class (default 6)")

@@ -46,3 +46,17 @@ def test_every_benchmark_at_toy_size(tmp_path):
     for name in ("bench_search_latency", "bench_model_throughput"):
         assert (tmp_path / f"{name}.html").stat().st_size > 1000
         assert f"]({name}.html)" in section("plots")
+
+
+def test_a_checkpoint_trained_at_another_size_gets_its_own_encode_row(tmp_path, monkeypatch):
+    """bench/encode.py measures each registered config, and also a committed demo checkpoint at the input size it
+    was trained at (the size the page runs it at) when that differs from its config's."""
+    import json
+
+    import rsdemo.checkpoint
+    from bench.encode import checkpoint_sizes
+
+    (tmp_path / "amfmn-slim.json").write_text(json.dumps({"config": {"image_size": 192}}))   # another size
+    (tmp_path / "ccnet-slim.json").write_text(json.dumps({"config": {"image_size": 128}}))   # its config's
+    monkeypatch.setattr(rsdemo.checkpoint, "CHECKPOINT_DIR", tmp_path)
+    assert checkpoint_sizes(["amfmn-slim", "ccnet-slim", "dove-slim"]) == {"amfmn-slim @ 192 px": 192}
