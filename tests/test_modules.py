@@ -36,6 +36,23 @@ def test_ccnet_tam_and_cfm(sample):
     assert ex.cfm.sum() == pytest.approx(1.0, abs=1e-4) and (ex.cfm >= 0).all()         # joint over (word, region)
 
 
+def test_ccnet_stride8_regions(sample):
+    """region_stride 8: twice the grid on each side, the maps still distributions, and the rerank path (state)
+    scores as the full forward does."""
+    m16, m8 = _m("ccnet-slim"), _m("ccnet-slim", region_stride=8)
+    t16, t8 = m16.explain(*sample).maps["tam"], m8.explain(*sample).maps["tam"]
+    assert t8.shape[1:] == (2 * t16.shape[1], 2 * t16.shape[2])
+    assert np.allclose(t8.reshape(t8.shape[0], -1).sum(1), 1, atol=1e-4)
+    x = m8.preprocess([sample[0], sample[0].transpose(Image.Transpose.ROTATE_90)])
+    texts = [sample[1], "a lake"]
+    with torch.no_grad():
+        full = m8(x, texts)["scores"]
+        state = m8.score_state(m8.image_state(x), texts)
+    assert torch.allclose(full, state, atol=1e-5)
+    with pytest.raises(ValueError, match="region_stride must be 8 or 16"):
+        create_model("ccnet-slim", region_stride=4)
+
+
 def test_ssjdn_sem_and_ssm(sample):
     m = _m("ssjdn-slim")
     ex = m.explain(*sample)

@@ -29,9 +29,11 @@ What we decided:
   times its feature), CFM's over regions (its marginal p(r) times its feature) -- so a region's share of the final
   score is the mean of its shares of the three (the global one moved onto the region grid, common.spread):
   "tam_cfm_score" ("score" with both modules off), summing to the score. "tam", "cfm_regions" stay as read-outs.
+- region_stride 8 (off by default): regions from the stride-8 map with the stride-16 map upsampled and
+  concatenated, so a small object gets cells of its own (a 16x16 grid becomes 32x32 at 256 px).
 - word_regions (the fine-grained cosines s[t, r]) feeds the token-level contrast, train.word_weight
   (losses.word_contrast). On the synthetic world it lowered the phrase maps' pointing, so no recipe turns it on.
-Switches: use_tam, use_cfm, use_cd (CCNetOptions). The loss (ccnet_loss, registered for the arch) reads
+Switches: use_tam, use_cfm, use_cd, region_stride (CCNetOptions). The loss (ccnet_loss, registered for the arch) reads
 forward()'s full scores and global embeddings.
 """
 from __future__ import annotations
@@ -55,6 +57,8 @@ class CCNetOptions(SeedOptions):
     use_cd: bool = True
     cd_weight: float = 0.5
     attention_temperature: float = 10.0        # lambda of the word-region softmaxes
+    region_stride: int = 16                    # 16: regions from the stride-16 map; 8: the stride-8 map with the
+                                               # stride-16 one upsampled beside it (4x the regions)
 
 
 @register("ccnet")
@@ -73,14 +77,25 @@ class CCNet(SeedModel):
         self.use_cd = config.use_cd
         self.separable = not (self.use_tam or self.use_cfm)
         self.global_fc = nn.Linear(c[-1], d)
+        if config.region_stride not in (8, 16):
+            raise ValueError(f"ccnet: region_stride must be 8 or 16, got {config.region_stride}")
+        self.region_stride = config.region_stride
         if self.use_tam or self.use_cfm:
-            self.region = region_proj(c[1], d)
+            self.region = region_proj(c[1] + (c[0] if self.region_stride == 8 else 0), d)
             self.lam = config.attention_temperature
+
+    def _region_map(self, feats):
+        """The map regions come from: stride 16, or stride 8 with the stride-16 map upsampled beside it (the
+        stride-8 map alone is early-layer texture; the stride-16 one carries what the object is)."""
+        if self.region_stride == 16:
+            return feats[1]
+        up = nn.functional.interpolate(feats[1], size=feats[0].shape[-2:], mode="nearest")
+        return torch.cat([feats[0], up], 1)
 
     def _visual(self, images):
         feats = self._feats(images)
         g = self.global_fc(feats[-1].mean((2, 3)))
-        reg = regions(self.region(feats[1])) if (self.use_tam or self.use_cfm) else None
+        reg = regions(self.region(self._region_map(feats))) if (self.use_tam or self.use_cfm) else None
         return g, reg, feats
 
     def encode_image(self, images):
@@ -92,7 +107,8 @@ class CCNet(SeedModel):
         g, reg, feats = self._visual(images)
         extra = {"positions": global_positions(self.global_fc, feats[-1])} if positions else {}
         if reg is not None:
-            return {"global": g, "regions": reg.unflatten(1, feats[1].shape[-2:]), **extra}
+            return {"global": g, "regions": reg.unflatten(1, feats[1 if self.region_stride == 16 else 0].shape[-2:]),
+                    **extra}
         return {"global": g, "activation": self.activation(feats[-1]), **extra}
 
     def score_map_state(self, state, texts):
