@@ -81,15 +81,15 @@ class CCNet(SeedModel):
         self.global_fc = nn.Linear(c[-1], d)
         if config.region_stride not in (8, 16):
             raise ValueError(f"ccnet: region_stride must be 8 or 16, got {config.region_stride}")
-        self.region_stride = config.region_stride
+        self.level = 1 if config.region_stride == 16 else 0    # index of the map the regions' grid comes from
         if self.use_tam or self.use_cfm:
-            self.region = region_proj(c[1] + (c[0] if self.region_stride == 8 else 0), d)
+            self.region = region_proj(c[1] + (c[0] if self.level == 0 else 0), d)
             self.lam = config.attention_temperature
 
     def _region_map(self, feats):
         """The map regions come from: stride 16, or stride 8 with the stride-16 map upsampled beside it (the
         stride-8 map alone is early-layer texture; the stride-16 one carries what the object is)."""
-        if self.region_stride == 16:
+        if self.level == 1:
             return feats[1]
         up = nn.functional.interpolate(feats[1], size=feats[0].shape[-2:], mode="nearest")
         return torch.cat([feats[0], up], 1)
@@ -109,8 +109,7 @@ class CCNet(SeedModel):
         g, reg, feats = self._visual(images)
         extra = {"positions": global_positions(self.global_fc, feats[-1])} if positions else {}
         if reg is not None:
-            return {"global": g, "regions": reg.unflatten(1, feats[1 if self.region_stride == 16 else 0].shape[-2:]),
-                    **extra}
+            return {"global": g, "regions": reg.unflatten(1, feats[self.level].shape[-2:]), **extra}
         return {"global": g, "activation": self.activation(feats[-1]), **extra}
 
     def score_map_state(self, state, texts):
