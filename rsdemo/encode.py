@@ -30,7 +30,7 @@ def identity(model) -> dict:
     ck = getattr(model, "checkpoint", None)
     return {"model": model.name, "checkpoint": str(ck) if ck else None,
             "checkpoint_sha256": file_sha256(ck) if ck and Path(ck).is_file() else None,
-            "weights_sha256": weights_sha256(model)}
+            "weights_sha256": weights_sha256(model), "state_version": int(getattr(model, "state_version", 1))}
 
 
 @contextmanager
@@ -109,7 +109,7 @@ def _try_load(path):
 def _chunk_key(ident: dict, config: dict, paths: list[str], state=None) -> str:
     h = hashlib.sha256(ident["weights_sha256"].encode())
     h.update(json.dumps(config, sort_keys=True, default=str).encode())  # preprocessing (image_size, ...) matters
-    h.update(f"state={state}\n".encode())
+    h.update(f"state={state} version={ident.get('state_version', 1)}\n".encode())
     for p in paths:
         try:
             st = os.stat(p)

@@ -175,6 +175,9 @@ class Retriever:
                              f"{man.get('checkpoint')}, sha256 {str(man.get('checkpoint_sha256'))[:12]}) than the "
                              f"model given (checkpoint {ident['checkpoint']}, sha256 "
                              f"{str(ident['checkpoint_sha256'])[:12]}); {fix}")
+        if man["state"] and man.get("state_version", 1) != ident["state_version"]:
+            raise ValueError(f"{path}: its image state was computed by version {man.get('state_version', 1)} of "
+                             f"{model.name!r}'s maps, this rsdemo reads version {ident['state_version']}; {fix}")
         for name in FILES[1:]:
             if not (path / name).is_file():
                 raise ValueError(f"{path}: {name} is missing; {fix}")

@@ -191,6 +191,10 @@ def read_shards(shard_dir, ident: dict, model: str):
         if meta.get("weights_sha256") != ident["weights_sha256"] or meta.get("model") != model:
             raise ValueError(f"{f}: computed with model {meta.get('model')!r} and other weights than the "
                              f"model given; re-run embed_shard with this model")
+        if meta.get("state") and meta.get("state_version", 1) != ident.get("state_version", 1):
+            raise ValueError(f"{f}: its image state comes from version {meta.get('state_version', 1)} of the "
+                             f"model's maps, this rsdemo reads version {ident.get('state_version', 1)}; re-run "
+                             f"embed_shard with this rsdemo")
         if meta.get("state") != first.get("state"):
             raise ValueError(f"{f}: state {meta.get('state')!r}, rank 0's {first.get('state')!r}; re-run that shard")
         if meta["start"] != end:

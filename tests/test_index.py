@@ -218,6 +218,22 @@ def test_index_from_before_the_state_asks_for_a_rebuild(built, model, tmp_path):
         Retriever.build(model, built[0].paths[:2], progress=False, state="bfloat16")
 
 
+def test_state_of_another_map_version_is_rebuilt(built, model, tmp_path, monkeypatch):
+    """A model whose state changes meaning bumps state_version: a saved index (and its resumable chunks) from the
+    old version is refused with the rebuild command, never read as if it were the new maps."""
+    out = shutil.copytree(built[1], tmp_path / "idx")
+    assert json.loads((out / "manifest.json").read_text())["state_version"] == 1
+    monkeypatch.setattr(type(model), "state_version", 2)
+    with pytest.raises(ValueError, match=r"version 1 of 'amfmn-slim'.*reads version 2; rebuild it with `rsdemo"):
+        Retriever.load(out, model)
+    calls = []
+    encode = model.image_state
+    monkeypatch.setattr(model, "image_state", lambda x: (calls.append(len(x)), encode(x))[1])
+    again = Retriever.build(model, built[0].paths, out=out, batch_size=8, progress=False)
+    assert sum(calls) == len(built[0].paths)    # no chunk of version 1 was reused
+    assert again.manifest["state_version"] == 2 and Retriever.load(out, model).paths == built[0].paths
+
+
 def test_separable_model_returns_stage_one(gallery, monkeypatch):
     m = load_model("clip-tiny")
     assert m.separable

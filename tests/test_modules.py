@@ -7,6 +7,7 @@ from PIL import Image
 from rsdemo import losses
 from rsdemo.data import synthetic as S
 from rsdemo.models.dove import DTGA, dtga_flops, transformer_flops
+from rsdemo.models.ssjdn import ssm as suppression
 from rsdemo.models.factory import create_model
 
 
@@ -60,13 +61,16 @@ def test_ssjdn_sem_and_ssm(sample):
         sem, ssm = ex.maps[f"sem{stride}"], ex.maps[f"ssm{stride}"]
         assert sem.shape == ssm.shape == (side, side)
         assert (sem >= 0).all() and (sem <= 1).all() and (ssm >= 0).all() and (ssm <= 1).all()
-    # SSM really is the suppression of the neighbouring scale's salience: 1 - resized SEM
+    # SSM's map is the strength of the suppression stride 16 received: the finer scale's salience resized, so it
+    # is bright where the multiplier (1 - strength) took the features down
     x = m.preprocess([sample[0]])
     feats = m.backbone(x)
     ps = [p(f) for p, f in zip(m.proj, feats)]
     sal8 = m.sem_up[0](ps[0])
-    expect = 1 - torch.nn.functional.interpolate(sal8, size=ps[1].shape[-2:], mode="bilinear", align_corners=False)
+    expect = torch.nn.functional.interpolate(sal8, size=ps[1].shape[-2:], mode="bilinear", align_corners=False)
     assert np.allclose(ex.maps["ssm16"], expect[0, 0].detach().numpy(), atol=1e-5)
+    mult = suppression(sal8, ps[1].shape[-2:])[0, 0].detach().numpy()
+    assert np.allclose(ex.maps["ssm16"], 1 - mult, atol=1e-5)
 
 
 def test_dove_roam_maps(sample):

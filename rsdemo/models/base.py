@@ -77,6 +77,8 @@ class RetrievalModel(nn.Module):
     separable = True                    # score(i, t) == encode_image(i) @ encode_text(t).T
     config_class = Options
     vocab = None                        # the word vocabulary, where uses_vocabulary (checkpoints store it)
+    state_version = 1                   # bumped when what image_state holds changes meaning: saved indexes whose
+                                        # state came from another version are rebuilt (rsdemo.index)
 
     def __init__(self, config: dict | Options, name: str | None = None):
         super().__init__()

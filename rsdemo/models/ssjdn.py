@@ -14,7 +14,11 @@ What we decided:
   Coarse-to-fine pass: the same with its own SEM units, suppressing the finer scales. Each scale's clue is the
   sum of its two passes' pooled extracted features; the three clues are concatenated and projected to the joint
   space, added to the pooled stride-32 global feature. `explain` gives per scale "sem{stride}" (mean of the two
-  passes' salience maps) and "ssm{stride}" (the suppression that scale received).
+  passes' salience maps) and "ssm{stride}" (how strongly that scale was suppressed: 1 - the multiplier SSM put on
+  it, which is the other scale's salience resized). A map named for suppression is bright where it suppresses, as
+  the page's legend says; until state_version 2 it showed the multiplier, bright where nothing was suppressed, and
+  so pointed away from the objects the other scale had taken (synthetic val, ssjdn-lite0: ssm32 3.1% pointing
+  against a 6.4% random floor).
 - LSD: a linear scene classifier on the image embedding and one on the text embedding, cross-entropy on the
   scene labels (weight `lsd_weight`); pairs without a known label are ignored. The class list is written into
   the config at training time (the synthetic scenes by default).
@@ -77,6 +81,7 @@ class SSJDN(SeedModel):
     summary = ("SSJDN separates what a scene holds from the scale it is seen at, with the scene labels guiding "
                "both image and text.")  # one plain sentence for the page
     config_class = SSJDNOptions
+    state_version = 2   # "ssm*" became the suppression's strength (was the multiplier: module docstring)
 
     def __init__(self, config: dict | SSJDNOptions, name: str | None = None, vocab=None):
         super().__init__(config, name, vocab)
@@ -134,7 +139,7 @@ class SSJDN(SeedModel):
             if maps:
                 for i, stride in enumerate((8, 16, 32)):
                     info[f"sem{stride}"] = ((s1[i] + s2[i]) / 2)[:, 0]
-                    info[f"ssm{stride}"] = (u1[i] if u1[i] is not None else u2[i])[:, 0]
+                    info[f"ssm{stride}"] = 1 - (u1[i] if u1[i] is not None else u2[i])[:, 0]  # strength
         elif maps:  # BSD off: the global map's activation is the only spatial signal left
             info["activation"] = self.activation(feats[-1])
         if positions:
