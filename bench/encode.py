@@ -117,6 +117,11 @@ def checkpoint_sizes(models: list[str]) -> dict[str, int]:
     their own ("ccnet-lite0 @ 256 px") beside the config's."""
     from rsdemo import create_model
     from rsdemo.checkpoint import CHECKPOINT_DIR
+    from rsdemo.models.factory import options
+    from rsdemo.models.registry import model_config
+
+    def config_size(name):  # the parsed config's, without building the model (loading its weights) where it says
+        return options(model_config(name), name).image_size or create_model(name).config.image_size
 
     out = {}
     for name in models:
@@ -124,7 +129,7 @@ def checkpoint_sizes(models: list[str]) -> dict[str, int]:
         if not card.is_file():
             continue
         size = json.loads(card.read_text()).get("config", {}).get("image_size")
-        if size and size != create_model(name).config.image_size:
+        if size and size != config_size(name):
             out[f"{name} @ {size} px"] = int(size)
     return out
 
