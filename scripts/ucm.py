@@ -1219,6 +1219,16 @@ def ground_blocks(args) -> None:
 
         def run(tag: str) -> None:
             out = RUNS / f"devblock{args.block}-{m}-{tag}"
+            # the block is part of the recipe: finished_run never mistakes these runs for the default block's
+            recipe = {"set": todo[tag], "epochs": GROUND_EPOCHS, "block": args.block}
+            r = out / "recipe.json"
+            if (not args.force and (out / "last.json").is_file() and r.is_file()
+                    and json.loads(r.read_text()) == recipe):
+                print(f"{m} block {args.block} {tag}: finished in {rel(out)}; read, not retrained", flush=True)
+                return
+            out.mkdir(parents=True, exist_ok=True)
+            r.write_text(json.dumps(recipe))
+            (out / "last.json").unlink(missing_ok=True)
             rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(todo[tag]),
                    log=out / "train.log")
 

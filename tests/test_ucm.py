@@ -325,6 +325,31 @@ def test_base_dev_run_is_the_recipe_without_a_lever(tmp_path, monkeypatch):
     assert mod.base_dev_dir(res, "a") == run
 
 
+def test_finished_dev_run_is_reused_only_for_its_exact_recipe(tmp_path, monkeypatch):
+    """scripts/ucm.py finished_run: a dev step reads another step's finished run of the same recipe; an unfinished
+    run, another recipe, or a run on another dev block (ground-blocks records its block) is not reused."""
+    mod = _ucm_script()
+    monkeypatch.setattr(mod, "RUNS", tmp_path)
+    recipe = {"set": {"tune_top": True, "train.mosaic_weight": 2.0}, "epochs": 3}
+
+    def run(name, rec, finished=True):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "recipe.json").write_text(json.dumps(rec))
+        (d / "best.safetensors").write_bytes(b"")
+        if finished:
+            (d / "last.json").write_text("{}")
+        return d
+
+    run("devblock6-a-base", {**recipe, "block": 6})
+    run("devground-a-w=2", recipe, finished=False)
+    run("devground-a-w=1", {**recipe, "set": {"tune_top": True, "train.mosaic_weight": 1.0}})
+    assert mod.finished_run("a", recipe) is None
+    assert mod.finished_run("a", {**recipe, "block": 6}) == tmp_path / "devblock6-a-base"
+    done = run("devinputs-a-base", recipe)
+    assert mod.finished_run("a", recipe) == done and mod.finished_run("b", recipe) is None
+
+
 def test_dev_blocks_hold_out_ten_ids_of_each_class(tmp_path, monkeypatch):
     """scripts/ucm.py make_dev: block 7 (the dev split) holds out ids 70-79 of each class, another block its own
     ten; the rest of the train ids train; val and test ids are never read."""
