@@ -41,7 +41,6 @@ and one results writer; split apart they would pass those through each other's s
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import tempfile
 from contextlib import contextmanager
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 
 from . import results as sections
 from .data import transforms
+from .data.labels import OBJECT_WORDS, image_id, load_multilabels, object_mosaics  # noqa: F401 - this module's names too
 from .explain import explain_all, to_heatmap
 
 SIZE = 512          # mosaic side: four 256-px UCM photos
@@ -68,14 +68,6 @@ CLASS_PHRASES = {
     "intersection": "an intersection", "mediumresidential": "a residential area", "mobilehomepark": "mobile homes",
     "overpass": "an overpass", "parkinglot": "a parking lot", "river": "a river", "runway": "a runway",
     "sparseresidential": "sparse houses", "storagetanks": "storage tanks", "tenniscourt": "a tennis court"}
-
-# the 17 UC Merced multi-label objects (column names of labels_by_id.csv) as query words
-OBJECT_WORDS = {
-    "airplane": "airplanes", "bare-soil": "bare soil", "buildings": "buildings", "cars": "cars",
-    "chaparral": "chaparral", "court": "a court", "dock": "docks", "field": "a field", "grass": "grass",
-    "mobile-home": "mobile homes", "pavement": "pavement", "sand": "sand", "sea": "the sea", "ship": "ships",
-    "tanks": "storage tanks", "trees": "trees", "water": "water"}
-
 
 # ---- metrics on one map ------------------------------------------------------------------------------------
 def tile_slices(tile: int, size: int = SIZE, tiles: int = TILES) -> tuple[slice, slice]:
@@ -158,24 +150,6 @@ def normalised_auc(curves: list, kind: str) -> float:
 
 
 # ---- data --------------------------------------------------------------------------------------------------
-def image_id(record) -> str:
-    return Path(record.filename).stem
-
-
-def load_multilabels(path) -> dict[str, set[str]]:
-    """UCM multi-labels (labels_by_id.csv, or its folder): image id -> the objects present."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "labels_by_id.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no UC Merced multi-labels here (want labels_by_id.csv: id + 17 0/1 columns)")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "id" not in rows[0]:
-        raise ValueError(f"{path}: want an 'id' column and one 0/1 column per object")
-    return {r["id"]: {k for k, v in r.items() if k != "id" and v.strip() == "1"} for r in rows}
-
-
 def dev_blocks(ds):
     """The train-id dev blocks scripts/ucm.py holds out (ids 70-79 of each class of 100): levers are chosen here,
     never on val/test."""
@@ -207,31 +181,6 @@ def scene_mosaics(ds, n: int, seed: int = 0) -> list[tuple[list[int], int, str]]
         idx = [int(rng.choice(by[classes[c]])) for c in picked]
         t = i % TILES ** 2
         out.append((idx, t, CLASS_PHRASES[classes[picked[t]]]))
-    return out
-
-
-def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0):
-    """per_object mosaics per object: the target tile's photo contains the object, the other three do not (from
-    the target's scene class where possible). (indices, target tile, object word, object)."""
-    rng = np.random.default_rng(seed + 1)
-    have = [labels.get(image_id(r), set()) for r in ds.records]
-    out, k = [], 0
-    for obj, word in OBJECT_WORDS.items():
-        pos = [i for i, h in enumerate(have) if obj in h]
-        neg = [i for i, h in enumerate(have) if obj not in h]
-        if not pos or len(neg) < TILES ** 2 - 1:
-            continue
-        for _ in range(per_object):
-            t_img = int(rng.choice(pos))
-            same = [i for i in neg if ds.records[i].label == ds.records[t_img].label]
-            other = [i for i in neg if i not in set(same)]
-            rng.shuffle(same)
-            rng.shuffle(other)
-            distract = (list(same) + list(other))[:TILES ** 2 - 1]
-            t = k % TILES ** 2
-            idx = distract[:t] + [t_img] + distract[t:]
-            out.append(([int(i) for i in idx], t, word, obj))
-            k += 1
     return out
 
 
@@ -426,7 +375,7 @@ def evaluate_grounding(model, ds, labels: dict[str, set] | None = None, mosaics:
                                      signed).items():
             out.setdefault(name, {}).update(r)
         if labels:
-            for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed), seed,
+            for name, r in grid_pointing(model, ds, object_mosaics(ds, labels, per_object, seed, TILES ** 2), seed,
                                          border, gradient, signed).items():
                 out.setdefault(name, {}).update(object_hit=r["hit"], object_energy=r["energy"], object_n=r["n"])
         if images:

@@ -79,6 +79,49 @@ def test_mosaic_objective_trains_and_caches(tmp_path, monkeypatch):
     assert mo.step(0, 0, 0)[1] == caps and mo.step(0, 0, 1)[1] != caps      # fixed by (seed, epoch, step)
 
 
+def test_object_mosaics_join_the_pool(tmp_path, monkeypatch):
+    """train.object_mosaics: per object word of the multi-labels, mosaics whose target photo holds the object and
+    whose other tiles do not, the word as their caption; cached apart from the scene mosaics (whose cache stays
+    valid), the words added to the frozen text encoder's cache; a clear error without the labels."""
+    monkeypatch.setenv("RSDEMO_CACHE", str(tmp_path / "cache"))
+    from rsdemo.data.formats import open_dataset
+    from rsdemo.data.labels import image_id
+    from rsdemo.models.factory import create_model
+    from rsdemo.training import TrainArgs, train
+    from rsdemo.training.inputs import Batches, Mosaics
+
+    train_ds = open_dataset(WORLD).split("train")
+    csv = tmp_path / "labels_by_id.csv"
+    rows = ["id,cars,trees"] + [f"{image_id(r)},{int(i % 3 == 0)},{int(i % 2 == 1)}"
+                                for i, r in enumerate(train_ds.records)]
+    csv.write_text("\n".join(rows) + "\n")
+    have = {image_id(r): (i % 3 == 0, i % 2 == 1) for i, r in enumerate(train_ds.records)}
+    base = {"score_map": True, "image_size": 64,
+            "train": {"mosaic_weight": 1.0, "mosaics": 12, "mosaic_batch": 6, "mosaic_size": 128}}
+    Mosaics(create_model("dove-lite0", **base), train_ds)
+    scene_cache = set((tmp_path / "cache" / "features").glob("mosaic-*"))
+    over = {**base, "train": {**base["train"], "object_mosaics": 2, "multilabels": str(tmp_path)}}
+    m = create_model("dove-lite0", **over)
+    mo = Mosaics(m, train_ds)
+    assert len(mo.tiles) == 12 + 2 * 2 and mo.words() == ["cars", "trees"]
+    for idx, t, text in zip(mo.tiles[12:], mo.target.tolist()[12:], mo.texts[12:]):
+        k = 0 if text == ["cars"] else 1
+        assert [have[image_id(train_ds.records[i])][k] for i in idx] == [j == t for j in range(4)]
+    cached = set((tmp_path / "cache" / "features").glob("mosaic-*"))
+    assert scene_cache < cached and len(cached) == 2 and mo.maps[0].shape[0] == 16
+    b = Batches(m, train_ds, 16, 0, 1, torch.device("cpu"))
+    assert {"cars", "trees"} <= set(b.words.texts)
+    card = train(TrainArgs(model="dove-lite0", data=WORLD, out=str(tmp_path / "run"), epochs=1, batch_size=16,
+                           lr=1e-3, progress=False, overrides=over))
+    assert card["metrics"]
+    with pytest.raises(ValueError, match="needs train.multilabels"):
+        Mosaics(create_model("dove-lite0", **{**base, "train": {**base["train"], "object_mosaics": 2}}), train_ds)
+    with pytest.raises(ValueError, match="set train.mosaic_weight > 0"):
+        Batches(create_model("dove-lite0", score_map=True, image_size=64,
+                             train={"object_mosaics": 2, "multilabels": str(tmp_path)}), train_ds, 16, 0, 1,
+                torch.device("cpu"))
+
+
 def test_mosaic_objective_trains_a_whole_backbone(tmp_path, monkeypatch):
     """An image encoder left unfrozen: the mosaics are pixels (tiled as the frozen path tiles them) run through the
     training backbone every step, and the pretrained backbone learns at train.backbone_lr_scale of the rate."""

@@ -1,6 +1,8 @@
 """Scene labels of a caption dataset: a CSV of id,class, or the UC Merced Land Use folder layout (whose folders name
 the 21 classes and whose file numbers give the UCM-captions ids). attach_labels fills them into a loaded dataset;
-disagreements with the annotations become `Problem`s.
+disagreements with the annotations become `Problem`s. Also the UC Merced multi-labels (which of 17 objects each
+image holds, image level) and the object mosaics drawn from them, which evaluation (rsdemo.grounding) and
+training (train.object_mosaics) share.
 """
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import csv
 import re
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from .dataset import IMAGE_EXTS, CaptionDataset
 from .errors import DataError, Problem
@@ -136,3 +140,58 @@ def attach_labels(ds: CaptionDataset, labels=None, quiet: bool = False) -> Capti
         ds.problems.append(Problem(src, "", f"{missing} of {len(ds)} images have no label there"))
     ds.label_source = src
     return ds
+
+
+# ---- UC Merced multi-labels ---------------------------------------------------------------------------
+
+# the 17 UC Merced multi-label objects (column names of labels_by_id.csv) as query words
+OBJECT_WORDS = {
+    "airplane": "airplanes", "bare-soil": "bare soil", "buildings": "buildings", "cars": "cars",
+    "chaparral": "chaparral", "court": "a court", "dock": "docks", "field": "a field", "grass": "grass",
+    "mobile-home": "mobile homes", "pavement": "pavement", "sand": "sand", "sea": "the sea", "ship": "ships",
+    "tanks": "storage tanks", "trees": "trees", "water": "water"}
+
+
+def image_id(record) -> str:
+    return Path(record.filename).stem
+
+
+def load_multilabels(path) -> dict[str, set[str]]:
+    """UCM multi-labels (labels_by_id.csv, or its folder): image id -> the objects present."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "labels_by_id.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no UC Merced multi-labels here (want labels_by_id.csv: id + 17 0/1 columns)")
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "id" not in rows[0]:
+        raise ValueError(f"{path}: want an 'id' column and one 0/1 column per object")
+    return {r["id"]: {k for k, v in r.items() if k != "id" and v.strip() == "1"} for r in rows}
+
+
+def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0, tiles: int = 4):
+    """per_object mosaics of `tiles` photos per object: the target tile's photo contains the object, the others do
+    not (from the target's scene class where the labels allow, so tiles differ in the object rather than only in
+    scene); the target cycles over the tiles. [(indices, target tile, object word, object)]. rsdemo.grounding's
+    object measures and the training's object mosaics (train.object_mosaics) draw them."""
+    rng = np.random.default_rng(seed + 1)
+    have = [labels.get(image_id(r), set()) for r in ds.records]
+    out, k = [], 0
+    for obj, word in OBJECT_WORDS.items():
+        pos = [i for i, h in enumerate(have) if obj in h]
+        neg = [i for i, h in enumerate(have) if obj not in h]
+        if not pos or len(neg) < tiles - 1:
+            continue
+        for _ in range(per_object):
+            t_img = int(rng.choice(pos))
+            same = [i for i in neg if ds.records[i].label == ds.records[t_img].label]
+            other = [i for i in neg if i not in set(same)]
+            rng.shuffle(same)
+            rng.shuffle(other)
+            distract = (list(same) + list(other))[:tiles - 1]
+            t = k % tiles
+            idx = distract[:t] + [t_img] + distract[t:]
+            out.append(([int(i) for i in idx], t, word, obj))
+            k += 1
+    return out

@@ -158,6 +158,11 @@ class TrainOptions(Typed):
     mosaic_batch: int = 32                   # mosaics per step
     mosaic_scale: float = 20.0               # logit scale of the per-tile shares of the score
     mosaic_size: int = 512                   # mosaic side before the model's resize (rsdemo.grounding's 512)
+    # object mosaics in the same pool (UC Merced multi-labels, rsdemo.data.labels.object_mosaics): an object word
+    # ("cars") must find the one tile whose photo holds it, the others from that photo's scene class where the
+    # labels allow, so a tile's scene does not give the answer away
+    object_mosaics: int = 0                  # per object word; 0: off
+    multilabels: str = ""                    # labels_by_id.csv of the training photos' ids, or its folder
     # token-level contrast (losses.word_contrast on the model's word_regions): each word's best-matching region,
     # averaged over the caption's words, must score the caption's own image above the batch's other images
     word_weight: float = 0.0                 # its weight beside the retrieval loss; 0: off

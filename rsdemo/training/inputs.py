@@ -11,7 +11,8 @@
 - Mosaics (train.mosaic_weight > 0): the grounding objective's inputs (Mosaics): 2x2 mosaics of training photos,
   their backbone maps cached once (features.mosaic_features) when the image encoder is frozen, else their pixels
   (uint8, like the photos) for the training backbone; each step also gives a batch of them with a caption of each
-  one's target photo and the target tile.
+  one's target photo and the target tile. train.object_mosaics adds object mosaics from the UC Merced
+  multi-labels (train.multilabels): an object word must find the one tile whose photo holds that object.
 - Determinism: the epoch's pair order comes from a generator seeded by (seed, epoch), so a run resumed from a
   mid-epoch checkpoint replays exactly the batches the uninterrupted run would have seen.
 """
@@ -26,6 +27,7 @@ from PIL import Image
 from .. import features
 from ..data.dataset import CaptionDataset
 from ..data.images import open_image
+from ..data.labels import image_id, load_multilabels, object_mosaics
 from ..data.transforms import mosaic, norm_stats, oriented
 
 
@@ -64,8 +66,10 @@ def order(n_pairs: int, seed: int, epoch: int) -> torch.Tensor:
 class Mosaics:
     """train.mosaics 2x2 mosaics of ds's photos, four different scene classes each where ds has labels (four
     different photos otherwise), drawn once with a fixed seed so runs of every seed share the cached features; the
-    target tile cycles over the four. step() draws train.mosaic_batch of them and one caption of each target photo,
-    fixed by (seed, epoch, step)."""
+    target tile cycles over the four. With train.object_mosaics, object mosaics join them (per object word of the
+    multi-labels: the target photo holds the object, the other three do not; the word is the caption). step()
+    draws train.mosaic_batch of them and one caption of each target photo (its object word), fixed by (seed,
+    epoch, step)."""
 
     def __init__(self, model, ds: CaptionDataset, progress: bool = False):
         tcfg = model.config.train
@@ -83,17 +87,50 @@ class Mosaics:
                 self.tiles.append([int(rng.choice(by[classes[c]])) for c in rng.choice(len(classes), 4, replace=False)])
             else:
                 self.tiles.append([int(i) for i in rng.choice(len(ds), 4, replace=False)])
-        self.target = torch.arange(len(self.tiles)) % 4
-        self.captions = [r.captions for r in ds.records]
+        target = [k % 4 for k in range(len(self.tiles))]
+        self.texts = [ds.records[m[t]].captions for m, t in zip(self.tiles, target)]
+        objects = self._objects(ds, tcfg) if tcfg.object_mosaics > 0 else []
+        self.n_scene = len(self.tiles)
+        for idx, t, word, _ in objects:
+            self.tiles.append(idx)
+            target.append(t)
+            self.texts.append([word])
+        self.target = torch.tensor(target)
         self.bs = tcfg.mosaic_batch
         self.maps = self.cache = None
-        if "image" in model.frozen_encoders():
-            self.maps = features.mosaic_features(model, ds, self.tiles, tcfg.mosaic_size, progress)
+        if "image" in model.frozen_encoders():   # two caches: the scene mosaics' stays valid with objects on or off
+            parts = [features.mosaic_features(model, ds, t, tcfg.mosaic_size, progress)
+                     for t in (self.tiles[:self.n_scene], self.tiles[self.n_scene:]) if t]
+            self.maps = [torch.cat(fs) for fs in zip(*parts)]
         else:   # the backbone trains: the mosaics' pixels, tiled as the frozen path tiles them, kept as uint8
             self.cache = ImageCache(lambda j: mosaic([open_image(ds.image_path(i)) for i in self.tiles[j]],
                                                      tcfg.mosaic_size),
                                     len(self.tiles), model.config.image_size, model.config.normalize, progress,
                                     desc="mosaics")
+
+    @staticmethod
+    def _objects(ds: CaptionDataset, tcfg) -> list:
+        if not tcfg.multilabels:
+            raise ValueError("train.object_mosaics needs train.multilabels: the UC Merced multi-labels "
+                             "(labels_by_id.csv, or its folder), e.g. --set train.multilabels=../shared/data/"
+                             "ucm_multilabels")
+        try:
+            labels = load_multilabels(tcfg.multilabels)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"train.multilabels: {e}") from None
+        known = sum(image_id(r) in labels for r in ds.records)
+        if not known:
+            raise ValueError(f"train.multilabels: none of the {len(ds)} training photos' ids is in "
+                             f"{tcfg.multilabels} (ids are file stems, as labels_by_id.csv's id column)")
+        got = object_mosaics(ds, labels, tcfg.object_mosaics, seed=0, tiles=4)
+        if not got:
+            raise ValueError(f"train.object_mosaics: no object of {tcfg.multilabels} is both present and absent "
+                             f"in the training photos; no object mosaic can be drawn")
+        return got
+
+    def words(self) -> list[str]:
+        """The object words the mosaics' captions add to the training captions (for the word cache)."""
+        return sorted({t[0] for t in self.texts[self.n_scene:]})
 
     def step(self, seed: int, epoch: int, step: int, rank: int = 0, world: int = 1, dev=None):
         """(cached mosaic maps, or their pixels on dev when the backbone trains; captions; target tiles) of this
@@ -104,7 +141,7 @@ class Mosaics:
         pick, which = pick[rank::world], which[rank::world]
         caps = []
         for j, u in zip(pick.tolist(), which.tolist()):
-            cs = self.captions[self.tiles[j][int(self.target[j])]]
+            cs = self.texts[j]
             caps.append(cs[min(int(u * len(cs)), len(cs) - 1)])
         images = (features.batch_images(self.maps, pick.tolist()) if self.maps is not None
                   else self.cache.batch(pick).to(dev))
@@ -126,11 +163,15 @@ class Batches:
             self.maps = features.image_features(model, ds, progress, views=views)
         else:
             self.cache = ImageCache.of(ds, model.config.image_size, model.config.normalize, progress)
-        if "text" in frozen:
-            self.words = features.WordCache(model, [c for r in ds.records for c in r.captions], progress)
         self.mosaics = None
         if model.config.train.mosaic_weight > 0:
             self.mosaics = Mosaics(model, ds, progress)
+        elif model.config.train.object_mosaics > 0:
+            raise ValueError("train.object_mosaics: object mosaics are part of the grounding objective; set "
+                             "train.mosaic_weight > 0 too")
+        if "text" in frozen:
+            extra = self.mosaics.words() if self.mosaics is not None else []
+            self.words = features.WordCache(model, [c for r in ds.records for c in r.captions] + extra, progress)
         # frozen encoders: time to compute (or read back) their cached outputs, not part of the training time
         self.cache_seconds = round(time.perf_counter() - t, 1) if frozen else None
         self.pairs = [(i, c) for i, r in enumerate(ds.records) for c in r.captions]
