@@ -17,7 +17,8 @@ ids (grounding.dev_blocks), never val/test. Seeds train on the full train ids as
 checkpoint of a recipe chosen on the model's own dev runs replaces rsdemo/checkpoints/ucm/<model> (val is measured
 and reported beside the committed card's, not used to decide); a recipe whose weight was carried over from other
 models replaces it only when its val mR is within GROUND_MR_SLACK of the committed card's and its best own map
-points better on val (rsdemo/results/grounding.json). Then that model's grounding rows are regenerated (what
+points better on val (rsdemo/results/grounding.json). Levers on top of a recipe are tried on the dev blocks by
+their own steps (ground-inputs, ground-objects, ground-tta, ground-blocks), each adopted only by its stated rule. Then that model's grounding rows are regenerated (what
 `rsdemo eval-explain --real --models ucm/<model> --write` writes).
 
 Every training is one public command, `rsdemo train --model M --data ucm:DIR --images DIR ...` (printed as it
@@ -132,6 +133,19 @@ LEVER_TEXT = {"views": "dihedral views of the training photos", "224px": "224-px
               "lite2-224px": "EfficientNet-Lite2 at 224 px",
               "finetune": f"all of Lite0 trained {WARM_START['finetune']} epochs more from the recipe's dev run"}
 LEVER_HIT_SLACK = 5.0
+# the object lever (ground-objects): object mosaics from the UC Merced multi-labels join the grounding objective
+# (train.object_mosaics per object word; an object word must find the one tile whose photo holds it, the others
+# from its scene class where the labels allow). Tried on the dev blocks against the full recipe without it, both
+# measured with scene and object mosaics of the dev ids (OBJECT_DEV_PER_WORD per object word); adopted when the own
+# map's object hits rise, its scene hits drop by at most LEVER_HIT_SLACK and dev mR by at most GROUND_MR_SLACK
+OBJECT_PER_WORD = 60
+OBJECT_DEV_PER_WORD = 4
+MULTILABELS = SHARED / "ucm_multilabels"
+
+
+def object_lever() -> dict:
+    # relative to the project, as the runs see it (cwd ROOT): recipes and cards name no machine's paths
+    return {"train.object_mosaics": OBJECT_PER_WORD, "train.multilabels": os.path.relpath(MULTILABELS, ROOT)}
 
 
 def _tag(variant: dict) -> str:
@@ -566,10 +580,11 @@ def finished_run(m: str, recipe: dict) -> Path | None:
     return None
 
 
-def ground_recipe(res: dict, m: str, inputs: bool = True) -> tuple[int, dict] | None:
+def ground_recipe(res: dict, m: str, inputs: bool = True, objects: bool = True) -> tuple[int, dict] | None:
     """(epochs, --set) of the model's grounding recipe: its dev-chosen mosaic weight (or the weight carried over
     from other models, with its old recipe's dev epochs), plus the input lever the dev blocks adopted, if any
-    (inputs=False: without it)."""
+    (inputs=False: without it), plus the object mosaics where ground-objects adopted them (objects=False:
+    without)."""
     g = res.get("ground", {}).get(m, {})
     if "chosen" in g:
         ch = g["dev"][g["chosen"]]
@@ -581,6 +596,9 @@ def ground_recipe(res: dict, m: str, inputs: bool = True) -> tuple[int, dict] | 
     a = g.get("inputs", {})
     if inputs and a.get("adopted"):
         epochs, variant = max(1, int(a["runs"][a["adopted"]]["best_epoch"])), {**variant, **INPUT_LEVERS[a["adopted"]]}
+    o = g.get("objects", {})
+    if inputs and objects and o.get("adopted"):
+        epochs, variant = max(1, int(o["runs"]["objects"]["best_epoch"])), o["runs"]["objects"]["set"]
     return epochs, variant
 
 
@@ -875,6 +893,8 @@ def recipe_label(st: dict | None) -> str:
         out += f", {st['image_size']} px"
     if "freeze" in st and "image" not in st["freeze"]:
         out += ", whole backbone trained"
+    if st.get("train.object_mosaics"):
+        out += ", object mosaics"
     return out
 
 
@@ -947,6 +967,22 @@ def ground_write(args) -> None:
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
                 + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%" for k, r in a["runs"].items() if k != "base")
                 + f" (adopted: {a.get('adopted') or 'none'})" for m, a in tried.items()) + ".")
+    objs = {m: res["ground"][m]["objects"] for m in GROUND_MODELS
+            if "base" in res.get("ground", {}).get(m, {}).get("objects", {}).get("runs", {})
+            and "objects" in res["ground"][m]["objects"]["runs"]}
+    if objs:
+        before.append(
+            f"Object mosaics (`python scripts/ucm.py ground-objects`: {OBJECT_PER_WORD} mosaics per object word of "
+            "the UC Merced multi-labels join the mosaic objective, the word as the caption, its target the one tile "
+            "whose photo holds the object, the others from that photo's scene class where the labels allow; a dev "
+            "run of the full recipe with them beside one without, both measured on the dev blocks with "
+            f"{GROUND_DEV_MOSAICS} scene mosaics and {OBJECT_DEV_PER_WORD} object mosaics per object word; adopted "
+            f"when the own map's object hits rise, its scene hits drop by at most {LEVER_HIT_SLACK:g} and dev mR by "
+            f"at most {GROUND_MR_SLACK:g}): " + "; ".join(
+                f"`{m}` without: dev mR {o['runs']['base']['dev_mr']:.2f}, scene hits {o['runs']['base']['hit']:.0f}%, "
+                f"object hits {o['runs']['base']['object_hit']:.0f}%; with: {o['runs']['objects']['dev_mr']:.2f}, "
+                f"{o['runs']['objects']['hit']:.0f}%, {o['runs']['objects']['object_hit']:.0f}% "
+                f"({'adopted' if o.get('adopted') else 'not adopted'})" for m, o in objs.items()) + ".")
     tta = {m: res["ground"][m]["tta"]["views"] for m in GROUND_MODELS if "tta" in res.get("ground", {}).get(m, {})}
     if tta:
         before.append(
@@ -1070,10 +1106,10 @@ def write(args) -> dict:
             w = (row["set"] or {}).get("train.mosaic_weight", 0)
             how = ("chosen on the dev blocks" if g.get("chosen") else
                    "no dev runs of its own: the weight fixed beforehand, its old recipe's dev epochs")
-            what += (f" with its score map read out (`score_map`; the dev blocks chose mosaic weight 0: the old "
-                     f"recipe's weights)" if not w else
+            what += (" with its score map read out (`score_map`; the dev blocks chose mosaic weight 0: the old "
+                     "recipe's weights)" if not w else
                      f" + its score map trained on 2x2 mosaics (mosaic weight {w:g}, {how}; `python scripts/ucm.py "
-                     f"ground`)")
+                     "ground`)")
             row = dict(row, set={})    # the recipe is said above
         mark = " (best by dev mR; rsdemo/checkpoints/ucm)" if m == best else ""
         if row["set"]:
@@ -1300,12 +1336,73 @@ def ground_tta(args) -> None:
                                                 for k, v in out.items()), flush=True)
 
 
+def ground_objects(args) -> None:
+    """The object lever on the dev blocks (see OBJECT_PER_WORD): per model, a dev run of its full grounding recipe
+    with object mosaics beside the recipe's own dev run (read where it finished), both measured on the dev blocks
+    with scene and object mosaics; kept in docs/ucm.json (ground.<model>.objects), the choice by the rule there.
+    Without train ids in the multi-labels nothing runs."""
+    from rsdemo.grounding import load_multilabels
+
+    res = load_results()
+    data = make_dev(args)
+    labels = load_multilabels(MULTILABELS)
+    for m in ground_models(args):
+        base = ground_recipe(res, m, objects=False)
+        if base is None:
+            print(f"{m}: no grounding recipe yet, skipped", flush=True)
+            continue
+        o = res["ground"][m].setdefault("objects", {})
+        runs = o.setdefault("runs", {})
+        for tag, variant in (("base", base[1]), ("objects", {**base[1], **object_lever()})):
+            old = runs.get(tag)
+            if old and old.get("set") == variant and not args.force:
+                continue
+            recipe = {"set": variant, "epochs": GROUND_EPOCHS}
+            out = finished_run(m, recipe) if not args.force else None
+            t = time.perf_counter()
+            if out is None:
+                out = RUNS / f"devobjects-{m}-{tag}"
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "recipe.json").write_text(json.dumps(recipe))
+                (out / "last.json").unlink(missing_ok=True)
+                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
+                       log=out / "train.log")
+            else:
+                print(f"{m} objects {tag}: the same recipe ran in {rel(out)}; read, not retrained", flush=True)
+            card = json.loads((out / "best.json").read_text())
+            got = grounding_of(out / "best.safetensors", args, "dev", labels=labels, mosaics=GROUND_DEV_MOSAICS,
+                               images=0, per_object=OBJECT_DEV_PER_WORD)
+            own = got["maps"][SCORE_MAPS[m]]
+            runs[tag] = {"set": variant, "run": rel(out), "best_epoch": card["best_epoch"],
+                         "dev_mr": card["metrics"]["val"]["mr"], "hit": own["hit"], "energy": own["energy"],
+                         "object_hit": own["object_hit"], "object_energy": own["object_energy"],
+                         "object_ap": got["objects"]["ap"] if got["objects"] else None,
+                         "seconds": round(time.perf_counter() - t)}
+            res = _merge_ground(res, m, "objects", o)
+            print(f"{m} objects {tag}: dev mR {runs[tag]['dev_mr']:.2f}; {SCORE_MAPS[m]} scene hits "
+                  f"{own['hit']:.1f}%, object hits {own['object_hit']:.1f}%", flush=True)
+        b, x = runs["base"], runs["objects"]
+        o["adopted"] = bool(x["object_hit"] > b["object_hit"] and x["hit"] >= b["hit"] - LEVER_HIT_SLACK
+                            and x["dev_mr"] >= b["dev_mr"] - GROUND_MR_SLACK)
+        res = _merge_ground(res, m, "objects", o)
+        print(f"{m}: object mosaics {'adopted' if o['adopted'] else 'not adopted'}", flush=True)
+
+
+def _merge_ground(res: dict, m: str, key: str, value) -> dict:
+    """res with ground.<m>.<key> = value saved, on top of docs/ucm.json as it is now (another step side by side may
+    have saved its own entries meanwhile)."""
+    now = load_results()
+    now.setdefault("ground", {}).setdefault(m, {})[key] = value
+    save_results(now, "ground", m)
+    return now
+
+
 # the command line's steps, in the order `all` runs the first six
 STEPS = {"dev": dev, "final": final, "argsort": argsort_step, "zeroshot": zeroshot, "publish": publish,
          "write": write, "ground": ground, "ground-dev": ground_dev, "ground-levers": ground_levers,
          "ground-inputs": ground_inputs, "ground-final": ground_final, "ground-ablate": ground_ablate,
          "ground-val": ground_val, "ground-publish": ground_publish, "ground-write": ground_write,
-         "ground-tta": ground_tta, "ground-blocks": ground_blocks}
+         "ground-tta": ground_tta, "ground-blocks": ground_blocks, "ground-objects": ground_objects}
 
 
 def main(argv=None) -> int:

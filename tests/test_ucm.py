@@ -295,6 +295,15 @@ def test_grounding_recipe_takes_the_adopted_input_lever():
                                                           "train.mosaic_weight": 2.0})
     assert mod.ground_recipe(res, "b") == (1, {"tune_top": True, "score_map": True, "train.mosaic_weight": 2.0,
                                                **mod.INPUT_LEVERS["views"]})
+    # object mosaics adopted (ground-objects): that run's recipe and dev epochs; objects=False: the recipe before
+    with_objects = {**mod.ground_recipe(res, "b")[1], **mod.object_lever()}
+    res["ground"]["b"]["objects"] = {"adopted": True, "runs": {"objects": {"set": with_objects, "best_epoch": 2}}}
+    assert mod.ground_recipe(res, "b") == (2, with_objects)
+    assert mod.ground_recipe(res, "b", objects=False) == (1, {k: v for k, v in with_objects.items()
+                                                              if k not in mod.object_lever()})
+    assert not mod.object_lever()["train.multilabels"].startswith("/")    # no machine's path in a recipe
+    assert mod.recipe_label(with_objects).endswith(", object mosaics")
+    del res["ground"]["b"]["objects"]
     res["ground"]["b"]["inputs"]["adopted"] = None
     assert mod.ground_recipe(res, "b")[0] == 2
     assert mod.ground_recipe(res, "c") is None
