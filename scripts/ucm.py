@@ -1340,7 +1340,7 @@ def ground_objects(args) -> None:
     """The object lever on the dev blocks (see OBJECT_PER_WORD): per model, a dev run of its full grounding recipe
     with object mosaics beside the recipe's own dev run (read where it finished), both measured on the dev blocks
     with scene and object mosaics; kept in docs/ucm.json (ground.<model>.objects), the choice by the rule there.
-    Without train ids in the multi-labels nothing runs."""
+    A finished dev run of the same recipe is read, not retrained."""
     from rsdemo.grounding import load_multilabels
 
     res = load_results()
