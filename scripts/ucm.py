@@ -711,7 +711,7 @@ def ground_ablate(args) -> None:
             continue
         name, off = MODULE_OFF[m]
         variant = {**base["set"], **off}
-        for seed in SEEDS[: args.ablation_seeds]:
+        for seed in ([args.seed] if args.seed is not None else SEEDS[: args.ablation_seeds]):
             key = f"{ablation_row(m)}/s{seed}"
             old = res["runs"].get(key)
             if old and not args.force and old.get("set") == variant and old["epochs"] == base["epochs"]:
@@ -1412,7 +1412,7 @@ def main(argv=None) -> int:
     p.add_argument("--images", help="UCM image folder (default ../shared/data/ucm_images)")
     p.add_argument("--models", nargs="+", help="only these models (default: all)")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per model (default 3)")
-    p.add_argument("--seed", type=int, choices=SEEDS, help="ground-final: only this seed (two processes side by side)")
+    p.add_argument("--seed", type=int, choices=SEEDS, help="ground-final, ground-ablate: only this seed (two processes side by side)")
     p.add_argument("--ablation-seeds", type=int, default=1, help="seeds per module-off row (default 1: CPU time)")
     p.add_argument("--force", action="store_true", help="redo finished runs")
     p.add_argument("--weights", nargs="+", type=float, choices=GROUND_WEIGHTS, metavar="W",
