@@ -109,7 +109,8 @@ def _try_load(path):
 def _chunk_key(ident: dict, config: dict, paths: list[str], state=None) -> str:
     h = hashlib.sha256(ident["weights_sha256"].encode())
     h.update(json.dumps(config, sort_keys=True, default=str).encode())  # preprocessing (image_size, ...) matters
-    h.update(f"state={state} version={ident.get('state_version', 1)}\n".encode())
+    v = ident.get("state_version", 1)      # named only past 1: version-1 chunks keep their keys (and are reused)
+    h.update((f"state={state}\n" if v == 1 else f"state={state} version={v}\n").encode())
     for p in paths:
         try:
             st = os.stat(p)

@@ -178,9 +178,14 @@ def load_results() -> dict:
 
 
 def save_results(res: dict, section: str, key: str) -> None:
-    """Writes one entry, re-reading the file first, so steps running side by side keep each other's entries."""
+    """Writes one entry, re-reading the file first, so steps running side by side keep each other's entries; a
+    model's "ground" entry key by key (ground-dev, -inputs, -objects, -tta ... each write their own keys of it)."""
     disk = load_results()
-    disk.setdefault(section, {})[key] = res[section][key]
+    new = res[section][key]
+    old = disk.get(section, {}).get(key)
+    if section == "ground" and isinstance(old, dict) and isinstance(new, dict):
+        new = {**old, **new}
+    disk.setdefault(section, {})[key] = new
     RESULTS.write_text(json.dumps(disk, indent=1, sort_keys=True) + "\n")
 
 
@@ -573,18 +578,23 @@ def finished_run(m: str, recipe: dict) -> Path | None:
     """A finished dev run of model m (any dev step's directory) that trained exactly `recipe` ({set, epochs}) on
     the dev blocks, so a step needing the same run reads it instead of training it again."""
     for d in sorted(RUNS.glob(f"dev*-{m}-*")):
-        r = d / "recipe.json"
-        if r.is_file() and (d / "best.safetensors").is_file() and (d / "last.json").is_file() \
-                and json.loads(r.read_text()) == recipe:
+        if finished(d, recipe):
             return d
     return None
+
+
+def finished(d: Path, recipe: dict) -> bool:
+    """Run directory d trained exactly `recipe` to its end (recipe.json, best and last checkpoints written)."""
+    r = d / "recipe.json"
+    return (r.is_file() and (d / "best.safetensors").is_file() and (d / "last.json").is_file()
+            and json.loads(r.read_text()) == recipe)
 
 
 def ground_recipe(res: dict, m: str, inputs: bool = True, objects: bool = True) -> tuple[int, dict] | None:
     """(epochs, --set) of the model's grounding recipe: its dev-chosen mosaic weight (or the weight carried over
     from other models, with its old recipe's dev epochs), plus the input lever the dev blocks adopted, if any
-    (inputs=False: without it), plus the object mosaics where ground-objects adopted them (objects=False:
-    without)."""
+    (inputs=False: without it, and without the next), plus the object mosaics where ground-objects adopted them
+    on top of this very recipe (objects=False: without)."""
     g = res.get("ground", {}).get(m, {})
     if "chosen" in g:
         ch = g["dev"][g["chosen"]]
@@ -597,8 +607,9 @@ def ground_recipe(res: dict, m: str, inputs: bool = True, objects: bool = True) 
     if inputs and a.get("adopted"):
         epochs, variant = max(1, int(a["runs"][a["adopted"]]["best_epoch"])), {**variant, **INPUT_LEVERS[a["adopted"]]}
     o = g.get("objects", {})
-    if inputs and objects and o.get("adopted"):
-        epochs, variant = max(1, int(o["runs"]["objects"]["best_epoch"])), o["runs"]["objects"]["set"]
+    if inputs and objects and o.get("adopted") and o["runs"]["base"]["set"] == variant:
+        # only on top of the recipe they were tried on: a recipe changed since needs ground-objects again
+        epochs, variant = max(1, int(o["runs"]["objects"]["best_epoch"])), {**variant, **object_lever()}
     return epochs, variant
 
 
@@ -702,7 +713,8 @@ def ablation_row(m: str) -> str:
 
 def ground_ablate(args) -> None:
     """Each grounding recipe with its map's module off (MODULE_OFF): same set, epochs and mosaic weight, seeds
-    SEEDS[:--ablation-seeds], rows "<model>+ground -<module>" (retrieval as every run; grounding in ground_val)."""
+    SEEDS[:--ablation-seeds] (or --seed alone: two processes side by side), rows "<model>+ground -<module>"
+    (retrieval as every run; grounding in ground_val)."""
     res = load_results()
     for m in ground_models(args):
         base = res["runs"].get(f"{m}+ground/s0")
@@ -1257,13 +1269,11 @@ def ground_blocks(args) -> None:
             out = RUNS / f"devblock{args.block}-{m}-{tag}"
             # the block is part of the recipe: finished_run never mistakes these runs for the default block's
             recipe = {"set": todo[tag], "epochs": GROUND_EPOCHS, "block": args.block}
-            r = out / "recipe.json"
-            if (not args.force and (out / "last.json").is_file() and r.is_file()
-                    and json.loads(r.read_text()) == recipe):
+            if not args.force and finished(out, recipe):
                 print(f"{m} block {args.block} {tag}: finished in {rel(out)}; read, not retrained", flush=True)
                 return
             out.mkdir(parents=True, exist_ok=True)
-            r.write_text(json.dumps(recipe))
+            (out / "recipe.json").write_text(json.dumps(recipe))
             (out / "last.json").unlink(missing_ok=True)
             rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(todo[tag]),
                    log=out / "train.log")
@@ -1341,7 +1351,7 @@ def ground_objects(args) -> None:
     with object mosaics beside the recipe's own dev run (read where it finished), both measured on the dev blocks
     with scene and object mosaics; kept in docs/ucm.json (ground.<model>.objects), the choice by the rule there.
     A finished dev run of the same recipe is read, not retrained."""
-    from rsdemo.grounding import load_multilabels
+    from rsdemo.data.labels import load_multilabels
 
     res = load_results()
     data = make_dev(args)

@@ -108,6 +108,11 @@ def test_object_mosaics_differ_in_the_queried_object():
     for idx, t, word, obj in ms:
         assert (obj, word) == ("cars", "cars")
         assert [obj in labels[g.image_id(ds.records[i])] for i in idx] == [k == t for k in range(4)]
+    # photos the labels do not name are neither the object's tile nor a tile without it
+    unnamed = {g.image_id(r) for r in ds.records[::3]}
+    some = {k: v for k, v in labels.items() if k not in unnamed}
+    used = {g.image_id(ds.records[i]) for idx, *_ in g.object_mosaics(ds, some, per_object=20) for i in idx}
+    assert used and not used & unnamed
 
 
 def test_load_multilabels(tmp_path):

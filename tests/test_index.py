@@ -232,6 +232,12 @@ def test_state_of_another_map_version_is_rebuilt(built, model, tmp_path, monkeyp
     again = Retriever.build(model, built[0].paths, out=out, batch_size=8, progress=False)
     assert sum(calls) == len(built[0].paths)    # no chunk of version 1 was reused
     assert again.manifest["state_version"] == 2 and Retriever.load(out, model).paths == built[0].paths
+    # shards computed before the bump are refused at merge, not joined with the new maps
+    monkeypatch.setattr(type(model), "state_version", 1)
+    embed_shard(model, built[0].paths, 0, 1, out=tmp_path / "shards", progress=False)
+    monkeypatch.setattr(type(model), "state_version", 2)
+    with pytest.raises(ValueError, match="version 1 of the model's maps.*re-run embed_shard"):
+        Retriever.merge(tmp_path / "shards", model, tmp_path / "m")
 
 
 def test_separable_model_returns_stage_one(gallery, monkeypatch):

@@ -116,10 +116,17 @@ def test_object_mosaics_join_the_pool(tmp_path, monkeypatch):
     assert card["metrics"]
     with pytest.raises(ValueError, match="needs train.multilabels"):
         Mosaics(create_model("dove-lite0", **{**base, "train": {**base["train"], "object_mosaics": 2}}), train_ds)
-    with pytest.raises(ValueError, match="set train.mosaic_weight > 0"):
-        Batches(create_model("dove-lite0", score_map=True, image_size=64,
-                             train={"object_mosaics": 2, "multilabels": str(tmp_path)}), train_ds, 16, 0, 1,
-                torch.device("cpu"))
+    for train_over, msg in (({"object_mosaics": 2, "multilabels": str(tmp_path)}, "set train.mosaic_weight > 0"),
+                            ({"mosaic_weight": 1.0, "multilabels": str(tmp_path)}, "set train.object_mosaics > 0"),
+                            ({"mosaic_weight": 1.0, "object_mosaics": -1}, ">= 0; got -1")):
+        with pytest.raises(ValueError, match=msg):
+            Batches(create_model("dove-lite0", score_map=True, image_size=64, train=train_over), train_ds, 16, 0, 1,
+                    torch.device("cpu"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "labels_by_id.csv").write_text("id,Cars\n1,1\n")
+    with pytest.raises(ValueError, match="none of its columns \\(Cars\\).*airplane, bare-soil"):
+        Mosaics(create_model("dove-lite0", **{**over, "train": {**over["train"],
+                                                               "multilabels": str(tmp_path / "other")}}), train_ds)
 
 
 def test_mosaic_objective_trains_a_whole_backbone(tmp_path, monkeypatch):

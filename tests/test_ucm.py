@@ -297,12 +297,15 @@ def test_grounding_recipe_takes_the_adopted_input_lever():
                                                **mod.INPUT_LEVERS["views"]})
     # object mosaics adopted (ground-objects): that run's recipe and dev epochs; objects=False: the recipe before
     with_objects = {**mod.ground_recipe(res, "b")[1], **mod.object_lever()}
-    res["ground"]["b"]["objects"] = {"adopted": True, "runs": {"objects": {"set": with_objects, "best_epoch": 2}}}
+    res["ground"]["b"]["objects"] = {"adopted": True, "runs": {"base": {"set": mod.ground_recipe(res, "b")[1]},
+                                                               "objects": {"set": with_objects, "best_epoch": 2}}}
     assert mod.ground_recipe(res, "b") == (2, with_objects)
     assert mod.ground_recipe(res, "b", objects=False) == (1, {k: v for k, v in with_objects.items()
                                                               if k not in mod.object_lever()})
     assert not mod.object_lever()["train.multilabels"].startswith("/")    # no machine's path in a recipe
     assert mod.recipe_label(with_objects).endswith(", object mosaics")
+    res["ground"]["b"]["objects"]["runs"]["base"]["set"] = {"tune_top": False}   # tried on another recipe
+    assert mod.ground_recipe(res, "b") == (1, mod.ground_recipe(res, "b", objects=False)[1])
     del res["ground"]["b"]["objects"]
     res["ground"]["b"]["inputs"]["adopted"] = None
     assert mod.ground_recipe(res, "b")[0] == 2
@@ -357,6 +360,69 @@ def test_finished_dev_run_is_reused_only_for_its_exact_recipe(tmp_path, monkeypa
     assert mod.finished_run("a", {**recipe, "block": 6}) == tmp_path / "devblock6-a-base"
     done = run("devinputs-a-base", recipe)
     assert mod.finished_run("a", recipe) == done and mod.finished_run("b", recipe) is None
+
+
+def test_ground_objects_runs_measures_and_adopts_by_its_rule(tmp_path, monkeypatch):
+    """scripts/ucm.py ground-objects: the recipe's finished dev run is read, the object run trained once (a rerun
+    reads both from docs/ucm.json), both measured with object mosaics; adopted only by the stated rule, and then
+    part of the recipe; what another step saved meanwhile in the model's entry survives."""
+    import argparse
+
+    mod = _ucm_script()
+    for name, value in (("RUNS", tmp_path / "runs"), ("RESULTS", tmp_path / "ucm.json"),
+                        ("MULTILABELS", tmp_path / "ml")):
+        monkeypatch.setattr(mod, name, value)
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "ml" / "labels_by_id.csv").write_text("id,cars\n1,1\n")
+    monkeypatch.setattr(mod, "make_dev", lambda args: tmp_path / "dev")
+    chosen = {"set": {"tune_top": True, "score_map": True, "train.mosaic_weight": 2.0}, "best_epoch": 3}
+    mod.RESULTS.write_text(json.dumps({"runs": {}, "dev": {}, "ground": {
+        "ccnet-lite0": {"chosen": "w=2", "dev": {"w=2": chosen}}}}))
+    base_run = mod.RUNS / "devground-ccnet-lite0-w=2"
+    base_run.mkdir(parents=True)
+    trained = []
+
+    def fake_rsdemo(*argv, log=None):
+        out = Path(argv[argv.index("--out") + 1])
+        trained.append(out.name)
+        for f in ("best.safetensors", "last.json"):
+            (out / f).write_text("{}")
+        (out / "best.json").write_text(json.dumps({"best_epoch": 2, "metrics": {"val": {"mr": 42.0}}}))
+        return ""
+
+    for f in ("best.safetensors", "last.json"):
+        (base_run / f).write_text("{}")
+    (base_run / "best.json").write_text(json.dumps({"best_epoch": 3, "metrics": {"val": {"mr": 42.35}}}))
+    (base_run / "recipe.json").write_text(json.dumps({"set": chosen["set"], "epochs": mod.GROUND_EPOCHS}))
+    hits = {"devground-ccnet-lite0-w=2": (83.0, 50.0), "devobjects-ccnet-lite0-objects": (81.0, 70.0)}
+
+    def fake_grounding(ck, args, split, labels=None, **kw):
+        assert split == "dev" and labels == {"1": {"cars"}} and kw["per_object"] == mod.OBJECT_DEV_PER_WORD
+        hit, obj = hits[ck.parent.name]
+        return {"maps": {"tam_cfm_score": {"hit": hit, "energy": 60.0, "object_hit": obj, "object_energy": 40.0}},
+                "objects": {"ap": 30.0}}
+
+    monkeypatch.setattr(mod, "rsdemo", fake_rsdemo)
+    monkeypatch.setattr(mod, "grounding_of", fake_grounding)
+    args = argparse.Namespace(models=["ccnet-lite0"], force=False, images=None)
+    mod.ground_objects(args)
+    assert trained == ["devobjects-ccnet-lite0-objects"]                # the recipe's own run was read
+    o = mod.load_results()["ground"]["ccnet-lite0"]["objects"]
+    assert o["adopted"] and o["runs"]["objects"]["object_hit"] == 70.0 and o["runs"]["base"]["dev_mr"] == 42.35
+    assert mod.ground_recipe(mod.load_results(), "ccnet-lite0") == (2, {**chosen["set"], **mod.object_lever()})
+    # another step saves its own key of the entry from a copy read before: the objects entry stays
+    stale = {"runs": {}, "dev": {}, "ground": {"ccnet-lite0": {"chosen": "w=2", "dev": {"w=2": chosen}, "tta": 1}}}
+    mod.save_results(stale, "ground", "ccnet-lite0")
+    assert mod.load_results()["ground"]["ccnet-lite0"]["objects"] == o
+    mod.ground_objects(args)
+    assert len(trained) == 1                                            # nothing retrained
+    # a scene-hit loss beyond the slack: not adopted, and the recipe is the one without objects
+    hits["devobjects-ccnet-lite0-objects"] = (83.0 - mod.LEVER_HIT_SLACK - 1, 90.0)
+    hits["devobjects-ccnet-lite0-base"] = hits["devground-ccnet-lite0-w=2"]     # --force retrains both
+    mod.ground_objects(argparse.Namespace(models=["ccnet-lite0"], force=True, images=None))
+    assert trained[1:] == ["devobjects-ccnet-lite0-base", "devobjects-ccnet-lite0-objects"]
+    assert not mod.load_results()["ground"]["ccnet-lite0"]["objects"]["adopted"]
+    assert mod.ground_recipe(mod.load_results(), "ccnet-lite0") == (3, chosen["set"])
 
 
 def test_dev_blocks_hold_out_ten_ids_of_each_class(tmp_path, monkeypatch):

@@ -167,20 +167,23 @@ def load_multilabels(path) -> dict[str, set[str]]:
         rows = list(csv.DictReader(f))
     if not rows or "id" not in rows[0]:
         raise ValueError(f"{path}: want an 'id' column and one 0/1 column per object")
+    if not set(rows[0]) & set(OBJECT_WORDS):
+        raise ValueError(f"{path}: none of its columns ({', '.join(k for k in rows[0] if k != 'id')}) is one of the "
+                         f"UC Merced objects: {', '.join(OBJECT_WORDS)}")
     return {r["id"]: {k for k, v in r.items() if k != "id" and v.strip() == "1"} for r in rows}
 
 
 def object_mosaics(ds, labels: dict[str, set], per_object: int, seed: int = 0, tiles: int = 4):
     """per_object mosaics of `tiles` photos per object: the target tile's photo contains the object, the others do
     not (from the target's scene class where the labels allow, so tiles differ in the object rather than only in
-    scene); the target cycles over the tiles. [(indices, target tile, object word, object)]. rsdemo.grounding's
-    object measures and the training's object mosaics (train.object_mosaics) draw them."""
+    scene); the target cycles over the tiles; photos the labels do not name are neither. [(indices, target tile,
+    object word, object)]. rsdemo.grounding's object measures and the training's object mosaics draw them."""
     rng = np.random.default_rng(seed + 1)
-    have = [labels.get(image_id(r), set()) for r in ds.records]
+    have = [labels.get(image_id(r)) for r in ds.records]     # None: not labelled, so neither tile kind
     out, k = [], 0
     for obj, word in OBJECT_WORDS.items():
-        pos = [i for i, h in enumerate(have) if obj in h]
-        neg = [i for i, h in enumerate(have) if obj not in h]
+        pos = [i for i, h in enumerate(have) if h is not None and obj in h]
+        neg = [i for i, h in enumerate(have) if h is not None and obj not in h]
         if not pos or len(neg) < tiles - 1:
             continue
         for _ in range(per_object):

@@ -163,12 +163,16 @@ class Batches:
             self.maps = features.image_features(model, ds, progress, views=views)
         else:
             self.cache = ImageCache.of(ds, model.config.image_size, model.config.normalize, progress)
-        self.mosaics = None
-        if model.config.train.mosaic_weight > 0:
-            self.mosaics = Mosaics(model, ds, progress)
-        elif model.config.train.object_mosaics > 0:
+        tcfg = model.config.train
+        if tcfg.object_mosaics < 0:
+            raise ValueError(f"train.object_mosaics: mosaics per object word, >= 0; got {tcfg.object_mosaics}")
+        if tcfg.object_mosaics > 0 and tcfg.mosaic_weight <= 0:
             raise ValueError("train.object_mosaics: object mosaics are part of the grounding objective; set "
                              "train.mosaic_weight > 0 too")
+        if tcfg.multilabels and not tcfg.object_mosaics:
+            raise ValueError("train.multilabels is read only for object mosaics: set train.object_mosaics > 0 "
+                             "(mosaics per object word), or leave train.multilabels empty")
+        self.mosaics = Mosaics(model, ds, progress) if tcfg.mosaic_weight > 0 else None
         if "text" in frozen:
             extra = self.mosaics.words() if self.mosaics is not None else []
             self.words = features.WordCache(model, [c for r in ds.records for c in r.captions] + extra, progress)
