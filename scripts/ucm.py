@@ -835,7 +835,10 @@ def ground_publish(args) -> None:
         if ok and publish_run(m, r, table[f"{m}+ground"], bool(old_card.get("best_ucm_model")), {
                 "recipe": f"grounding recipe (scripts/ucm.py ground): --set {_tag(r['set'])}",
                 "epochs_chosen_on": "best epoch and mosaic weight on the last 10 train ids of each class (210): "
-                                    "dev mR and the grid pointing of the own score map there"}):
+                                    "dev mR and the grid pointing of the own score map there"
+                                    + ("; object mosaics adopted there too (ground-objects: object and scene "
+                                       "mosaics of those ids)" if (r.get("set") or {}).get("train.object_mosaics")
+                                       else "")}):
             g["published"] = r["checkpoint"]
             write_grounding(m, val, args)
         save_results(res, "ground", m)
