@@ -936,8 +936,8 @@ def ground_write(args) -> None:
         # the full recipe's earlier input settings (retired by ground-final when a lever was adopted), all seeds
         earlier: dict[str, list[dict]] = {}
         for name, r in sorted(res.get("superseded", {}).items()):
-            if name.startswith(f"{m}+ground/") and r.get("grounding"):
-                earlier.setdefault(recipe_label(r["set"]), []).append(r)
+            if name.startswith(f"{m}+ground/") and r.get("grounding"):    # one row per recipe and epoch count
+                earlier.setdefault(recipe_label(r["set"]) + f", {r['epochs']} epochs", []).append(r)
         for label, runs in earlier.items():
             rows.append(_ground_row(f"`{m}`", "full" + label + " (earlier)", runs, [r["grounding"] for r in runs],
                                     SCORE_MAPS[m]))
