@@ -157,12 +157,7 @@ class Batches:
         frozen = model.frozen_encoders()
         if views > 1 and "image" not in frozen:
             raise ValueError("train.views needs a frozen image backbone (the views' features are cached)")
-        t = time.perf_counter()
-        self.maps = self.cache = self.words = None
-        if "image" in frozen:
-            self.maps = features.image_features(model, ds, progress, views=views)
-        else:
-            self.cache = ImageCache.of(ds, model.config.image_size, model.config.normalize, progress)
+        # option checks first: a mistake fails before minutes of feature caching
         tcfg = model.config.train
         if tcfg.object_mosaics < 0:
             raise ValueError(f"train.object_mosaics: mosaics per object word, >= 0; got {tcfg.object_mosaics}")
@@ -172,6 +167,12 @@ class Batches:
         if tcfg.multilabels and not tcfg.object_mosaics:
             raise ValueError("train.multilabels is read only for object mosaics: set train.object_mosaics > 0 "
                              "(mosaics per object word), or leave train.multilabels empty")
+        t = time.perf_counter()
+        self.maps = self.cache = self.words = None
+        if "image" in frozen:
+            self.maps = features.image_features(model, ds, progress, views=views)
+        else:
+            self.cache = ImageCache.of(ds, model.config.image_size, model.config.normalize, progress)
         self.mosaics = Mosaics(model, ds, progress) if tcfg.mosaic_weight > 0 else None
         if "text" in frozen:
             extra = self.mosaics.words() if self.mosaics is not None else []
