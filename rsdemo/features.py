@@ -167,14 +167,18 @@ def batch_images(feats: list[torch.Tensor], idx) -> CachedImages:
 
 
 class WordCache:
-    """Raw MiniLM word features of every distinct caption; batch(captions) -> CachedWords for the model."""
+    """Raw MiniLM word features of every distinct caption (MiniLMText.raw: below the tuned top layers when the model
+    tunes them); batch(captions) -> CachedWords for the model."""
 
     def __init__(self, model, captions, progress: bool = False, batch_size: int = 256):
         text = _encoder(model, "text")
         self.texts = sorted(set(captions))
         self.row = {c: i for i, c in enumerate(self.texts)}
-        h = hashlib.sha1("|".join([VERSION, kernels(), text.kind, weights_sha256(text.bert),
-                                   str(text.max_words)]).encode())
+        # tuned top layers (text_top): the cache holds the hidden states below them, so the key leaves those layers
+        # out (the cache stays valid while they train) and names how many there are
+        skip = text.top_prefixes() if text.top else ()
+        h = hashlib.sha1("|".join([VERSION, kernels(), text.kind, weights_sha256(text.bert, skip),
+                                   str(text.max_words)] + [f"top={text.top}"] * bool(text.top)).encode())
         for c in self.texts:
             h.update(c.encode() + b"\0")
         path = features_dir() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"

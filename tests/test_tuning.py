@@ -129,3 +129,67 @@ def test_whole_backbone_fine_tuned_from_a_heads_only_run(world, tmp_path):
         warm_start(create_model("dove-lite0", **whole), str(heads))
     with pytest.raises(ValueError, match="does not fit"):
         warm_start(model_for("ssjdn-lite0", {**whole, "embed_dim": 128}, world.split("train"))[0], str(heads))
+
+
+def test_text_top_layers_over_cached_states_equal_the_whole_encoder():
+    """text_top: the cache stops below MiniLM's last k layers and project() runs them: the same word features as
+    the whole encoder on the text (every k), and only those layers train."""
+    m = create_model("ssjdn-lite0", text_top=2)
+    text = m.text
+    assert text.top == 2 and text.frozen
+    trains = {k for k, p in text.named_parameters() if p.requires_grad}
+    assert any(k.startswith("bert.encoder.layer.5.") for k in trains)
+    assert any(k.startswith("bert.encoder.layer.4.") for k in trains)
+    assert not any(k.startswith(("bert.encoder.layer.3.", "bert.embeddings.")) for k in trains)
+    texts = ["two white planes parked near the terminal", "a river", ""]
+    ids, attn = text.tokenize(texts)
+    with torch.no_grad():
+        cached = text.project(*text.raw(ids, attn))
+        text.top = 0                   # the plain path: the whole encoder, then [CLS]/[SEP] dropped
+        whole = text.project(*text.raw(ids, attn))
+        text.top = 2
+    assert torch.equal(cached[1], whole[1])
+    assert torch.allclose(cached[0][cached[1]], whole[0][whole[1]], atol=1e-5)
+    groups = m.parameter_groups()
+    tuned = {id(p) for k, p in m.named_parameters() if k.startswith("text.bert.") and p.requires_grad}
+    assert tuned and tuned <= {id(p) for p in groups["pretrained"]}
+    assert not tuned & {id(p) for p in groups["heads"]}
+
+
+@pytest.mark.parametrize("over,match", [({"text_top": 7}, "1-6"), ({"text_top": 2, "freeze": ["image"]}, "text_top"),
+                                        ({"text_top": 1, "text": "gru", "freeze": ["image"]}, "text_top")])
+def test_text_top_needs_a_frozen_minilm(over, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("ssjdn-lite0", **over)
+
+
+def test_text_top_trains_the_top_text_layers_only_and_ships_them(world, tmp_path):
+    from safetensors import safe_open
+
+    from rsdemo.evaluate import evaluate_model
+    from rsdemo.training import TrainArgs, train
+
+    before = create_model("dove-lite0").state_dict()
+    over = {"text_top": 1, "image_size": 64, "train": {"backbone_lr_scale": 1.0}}
+    card = train(TrainArgs(model="dove-lite0", data=WORLD, out=str(tmp_path / "run"), epochs=1, batch_size=16,
+                           lr=1e-3, progress=False, overrides=over))
+    ck = tmp_path / "run" / "last.safetensors"
+    m = load(ck)
+    assert m.text.top == 1
+    after = m.state_dict()
+    moved = [k for k, v in before.items() if k.startswith("text.bert.") and not torch.allclose(
+        after[k].float(), v.float(), atol=1e-4)]
+    assert moved and all(k.startswith("text.bert.encoder.layer.5.") for k in moved)
+    with safe_open(str(ck), framework="pt") as f:
+        keys = list(f.keys())
+        meta = json.loads(f.metadata()["rsdemo"])
+    assert any(k.startswith("text.bert.encoder.layer.5.") for k in keys)
+    assert not any(k.startswith("text.bert.") and not k.startswith("text.bert.encoder.layer.5.") for k in keys)
+    assert "text.bert.embeddings." in meta["rebuilt"] and "text.bert." not in meta["rebuilt"]
+    # scores over cached states (the tuned layer run on them) equal scores through the whole encoder
+    val = world.split(card["eval_split"])
+    cached = evaluate_model(m, val)
+    assert card["metrics"][card["eval_split"]]["mr"] == pytest.approx(cached["mr"], abs=1e-6)
+    m.config = m.config.replace(freeze=["image"])   # the text through the whole (tuned) encoder instead
+    direct = evaluate_model(m, val)
+    assert abs(cached["mr"] - direct["mr"]) < 1.0

@@ -116,7 +116,8 @@ class CachedImages(list):
 
 
 class CachedWords(tuple):
-    """A batch's precomputed (raw word features [B, T, 384], mask [B, T]) of a frozen MiniLM, standing in for texts."""
+    """A batch's precomputed (raw word features [B, T, 384], mask [B, T]) of a frozen MiniLM, standing in for texts
+    (MiniLMText.raw: with tuned top layers, the hidden states below them)."""
 
 
 def _frozen_train(module: nn.Module, mode: bool):
@@ -323,8 +324,11 @@ class MiniLMText(nn.Module):
 
     tokenize(texts) -> (input ids, attention mask); forward(ids, attn) -> word features [B, T, dim], mask [B, T].
     Words are the WordPiece tokens of the text: [CLS] and [SEP] are dropped after the encoder, so word t is
-    tokens(text)[t]. raw() gives the encoder's 384-d output (what a feature cache stores when frozen) and
-    project() maps it, so a frozen encoder's outputs can be computed once.
+    tokens(text)[t]. raw() gives what a feature cache stores when the encoder is frozen and project() maps it to word
+    features, so a frozen encoder's outputs can be computed once. Normally raw() is the encoder's 384-d output.
+    After tune_top(k) the last k of the 6 layers train although the encoder is frozen: raw() then stops below them
+    (the hidden states of every token, [CLS] and [SEP] included, and the attention mask) and project() runs them.
+    The tuned layers stay in eval mode like the rest (no dropout), so a cached state scores as the text does.
     """
     kind = "minilm"
     width = 384
@@ -344,6 +348,7 @@ class MiniLMText(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, dim)
         self.dim, self.max_words = dim, int(max_words)
         self.frozen = bool(freeze)
+        self.top = 0            # layers tuned over cached hidden states (tune_top)
         if self.frozen:
             self.bert.requires_grad_(False)
             self.bert.eval()
@@ -354,6 +359,28 @@ class MiniLMText(nn.Module):
             self.bert.eval()
         return self
 
+    @property
+    def layers(self) -> int:
+        return len(self.bert.encoder.layer)
+
+    def tune_top(self, k: int) -> None:
+        """The last k layers of a frozen encoder train (over cached hidden states of the layer below them)."""
+        if not self.frozen:
+            raise ValueError("tune_top: the text encoder is not frozen (every layer trains anyway)")
+        if not 0 < k <= self.layers:
+            raise ValueError(f"text_top={k}: MiniLM has {self.layers} layers; give 1-{self.layers} (0: none)")
+        self.top = int(k)
+        for layer in self.bert.encoder.layer[self.layers - k:]:
+            layer.requires_grad_(True)
+
+    def top_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes (in self.bert) of the tuned layers."""
+        return tuple(f"encoder.layer.{i}." for i in range(self.layers - self.top, self.layers))
+
+    def below_top_prefixes(self) -> tuple[str, ...]:
+        """The other layers' prefixes (rebuilt from pip weights at load)."""
+        return ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(self.layers - self.top))
+
     def tokenize(self, texts: list[str]):
         enc = self.tokenizer([t if t.strip() else "[UNK]" for t in texts], padding=True, truncation=True,
                              max_length=self.max_words + 2, return_tensors="pt")
@@ -363,15 +390,32 @@ class MiniLMText(nn.Module):
         return self.tokenizer.tokenize(text if text.strip() else "[UNK]")[: self.max_words]
 
     def raw(self, ids: torch.Tensor, attn: torch.Tensor):
-        """Encoder output without [CLS]/[SEP]: [B, T-2, 384] and its word mask [B, T-2]."""
+        """Encoder output without [CLS]/[SEP]: [B, T-2, 384] and its word mask [B, T-2]. With tuned top layers:
+        the hidden states below them, every token, [B, T, 384], and the attention mask [B, T]."""
         dev = self.proj.weight.device
         ids, attn = ids.to(dev), attn.to(dev)
+        if self.top:
+            out = self.bert(input_ids=ids, attention_mask=attn, output_hidden_states=True)
+            return out.hidden_states[self.layers - self.top], attn.bool()
         h = self.bert(input_ids=ids, attention_mask=attn).last_hidden_state
+        return self._words(h, attn)
+
+    @staticmethod
+    def _words(h: torch.Tensor, attn: torch.Tensor):
         n = attn.sum(1) - 2                                   # words between [CLS] and [SEP]
-        mask = torch.arange(ids.shape[1] - 2, device=dev)[None] < n[:, None]
+        mask = torch.arange(h.shape[1] - 2, device=h.device)[None] < n[:, None]
         return h[:, 1:-1], mask
 
     def project(self, raw: torch.Tensor, mask: torch.Tensor):
+        """Word features [B, T, dim] and word mask from what raw() returns."""
+        if self.top:
+            h = raw.to(self.proj.weight.dtype)
+            # the additive mask BERT's attention takes: padded tokens get the dtype's minimum
+            add = (~mask.bool())[:, None, None, :].to(h.dtype) * torch.finfo(h.dtype).min
+            for layer in self.bert.encoder.layer[self.layers - self.top:]:
+                out = layer(h, attention_mask=add)
+                h = out[0] if isinstance(out, tuple) else out
+            raw, mask = self._words(h, mask.long())
         return self.proj(raw.to(self.proj.weight.dtype)), mask
 
     def forward(self, ids, attn):

@@ -7,7 +7,9 @@ Options declared here (SeedOptions, shared by every seed model): "backbone" (sli
 pretrained weights, and the trainer feeds their cached outputs, rsdemo.features, instead of running them every
 step), "tune_top" (with a frozen image backbone: its layers after the stride-16 map train all the same; the trainer
 caches the maps below them and runs those layers every step: for Lite0, blocks 5-6 and the 1280-channel head conv,
-2.6M of its 3.4M weights), "word_dim" (BiGRU word embedding), "max_words", "margin" (the triplet margin the seed
+2.6M of its 3.4M weights), "text_top" (with a frozen MiniLM: its last text_top of 6 layers train all the same,
+at train.backbone_lr_scale of the heads' rate; the trainer caches the hidden states below them and runs those layers
+every step: 1.8M weights each), "word_dim" (BiGRU word embedding), "max_words", "margin" (the triplet margin the seed
 papers' losses start from), "score_map" (see below).
 
 Score maps ("score_map": true; what we decided). Every seed model's image embedding is, up to a normalisation, a sum
@@ -56,6 +58,7 @@ class SeedOptions(Options):
     text: Literal["gru", "minilm"] = "gru"
     freeze: list[Literal["image", "text"]] = field(default_factory=list)
     tune_top: bool = False
+    text_top: int = 0
     word_dim: int = 300
     max_words: int = 48
     margin: float = 0.2
@@ -87,6 +90,11 @@ class SeedModel(RetrievalModel):
             self.text = MiniLMText(self.embed_dim, config.max_words, freeze="text" in freeze)
         else:
             self.text = TextBackbone(len(vocab), self.embed_dim, config.word_dim)
+        if config.text_top:
+            if config.text != "minilm" or "text" not in freeze:
+                raise ValueError('"text_top" needs "text": "minilm" and "freeze": ["text", ...] (without a frozen '
+                                 'MiniLM every text layer trains anyway)')
+            self.text.tune_top(config.text_top)
         # scene classes (written into the config by the trainer from the training labels) for label-aware modules
         self.classes = list(config.classes)
         if config.score_map and not self.has_score_maps():
@@ -110,10 +118,13 @@ class SeedModel(RetrievalModel):
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         # pretrained image layers that train (tune_top's top layers, or a whole pretrained backbone left unfrozen)
         # take train.backbone_lr_scale of the rate: the heads start from scratch, these do not
+        # and so do MiniLM's tuned top layers (text_top)
         pre = self.tune_top or (bool(self.config.pretrained) and not self.backbone.frozen)
+        prefixes = ("backbone.",) * pre + ("text.bert.",) * bool(self.config.text_top)
         named = [(k, p) for k, p in self.named_parameters() if p.requires_grad]
-        return {"heads": [p for k, p in named if not (pre and k.startswith("backbone."))],
-                "pretrained": [p for k, p in named if pre and k.startswith("backbone.")]}
+        is_pre = [bool(prefixes) and k.startswith(prefixes) for k, _ in named]
+        return {"heads": [p for (k, p), b in zip(named, is_pre) if not b],
+                "pretrained": [p for (k, p), b in zip(named, is_pre) if b]}
 
     def position_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """global_fc on each stride-32 position: global_fc is linear, so their mean is the projected pooled
@@ -182,7 +193,10 @@ class SeedModel(RetrievalModel):
             else:
                 out.append("backbone.")
         if self.text.frozen:
-            out.append("text.bert.")
+            if getattr(self.text, "top", 0):   # the tuned top layers are stored; the layers below are rebuilt
+                out += ["text.bert." + p for p in self.text.below_top_prefixes()]
+            else:
+                out.append("text.bert.")
         return out
 
     def encode_text(self, texts):
