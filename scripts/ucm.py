@@ -123,17 +123,21 @@ REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch
 # the mosaics then run through it every step) for WARM_START epochs more, starting from the recipe's own dev run
 # (`rsdemo train --init`: heads first, then the whole network; trained from the start, the heads being random,
 # it stood at 36.0 dev mR after one epoch against 42.86); "text-top2", MiniLM's last 2 of 6 layers train (at
-# train.backbone_lr_scale of the heads' rate, over cached hidden states of layer 4). The best one is adopted for a model when its dev mR is
+# train.backbone_lr_scale of the heads' rate, over cached hidden states of layer 4); "roam-mosaic" (DOVE only,
+# rsdemo/models/dove.py: its regional share gets its own tile loss beside the split's). The best one is adopted for a model when its dev mR is
 # higher than the recipe's without it and its own map's dev hits are not lower by more than LEVER_HIT_SLACK
 # points; a warm-started lever is measured on the dev blocks only (ground-final does not train two-phase recipes)
 INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224},
                 "lite2-224px": {"backbone": "efficientnet_lite2", "image_size": 224},
-                "finetune": {"freeze": ["text"], "tune_top": False}, "text-top2": {"text_top": 2}}
+                "finetune": {"freeze": ["text"], "tune_top": False}, "text-top2": {"text_top": 2},
+                "roam-mosaic": {"roam_mosaic": True}}
+LEVER_MODELS = {"roam-mosaic": ("dove-lite0",)}   # levers that are one model's option (others: every model)
 WARM_START = {"finetune": 2}
 LEVER_TEXT = {"views": "dihedral views of the training photos", "224px": "224-px photos",
               "lite2-224px": "EfficientNet-Lite2 at 224 px",
               "finetune": f"all of Lite0 trained {WARM_START['finetune']} epochs more from the recipe's dev run",
-              "text-top2": "MiniLM's last 2 layers trained"}
+              "text-top2": "MiniLM's last 2 layers trained",
+              "roam-mosaic": "ROAM's own share of the split trained on the mosaics too (DOVE only)"}
 LEVER_HIT_SLACK = 5.0
 # the object lever (ground-objects): object mosaics from the UC Merced multi-labels join the grounding objective
 # (train.object_mosaics per object word; an object word must find the one tile whose photo holds it, the others
@@ -643,7 +647,8 @@ def ground_inputs(args) -> None:
         a = g.setdefault("inputs", {})
         runs = a.setdefault("runs", {})
         base_set = got[1]
-        todo = [("base", base_set)] + [(k, {**base_set, **INPUT_LEVERS[k]}) for k in (args.levers or INPUT_LEVERS)]
+        todo = [("base", base_set)] + [(k, {**base_set, **INPUT_LEVERS[k]}) for k in (args.levers or INPUT_LEVERS)
+                                       if m in LEVER_MODELS.get(k, (m,))]
         for tag, variant in todo:
             old = runs.get(tag)
             if old and old.get("set") == variant and not args.force:

@@ -168,3 +168,27 @@ def test_score_map_needs_an_architecture_with_score_maps():
 
     with pytest.raises(ValueError, match="score_map"):
         create_model("dual-lite0", score_map=True)
+
+
+def test_roam_mosaic_trains_roams_own_share_beside_the_split():
+    """DOVE's roam_mosaic: the grounding objective's maps are the split and ROAM's regional share of it (each its own
+    tile loss); the two parts of the split add up to the score map; off, only the split."""
+    from rsdemo.models.factory import create_model
+    from rsdemo.training.step import TrainStep
+
+    torch.manual_seed(0)
+    m = create_model("dove-lite0", image_size=64, score_map=True, roam_mosaic=True)
+    x = m.preprocess([Image.new("RGB", (64, 64), c) for c in ((90, 120, 60), (30, 60, 160))])
+    texts = ["a green field", "a lake"]
+    split, own = m.grounding_maps(x, texts)
+    assert torch.allclose(split, m.score_maps(x, texts), atol=1e-6)
+    assert not torch.allclose(own, split)
+    st = m.state_tensors(m.image_state(x))
+    part, rest = m._split(st, m._text_global(*m._words(texts)))
+    assert torch.allclose(part + rest, split, atol=1e-6) and torch.allclose(part, own, atol=1e-6)
+    off = create_model("dove-lite0", image_size=64, score_map=True)
+    assert len(off.grounding_maps(x, texts)) == 1
+    # the training step adds one tile loss per map
+    m.config = m.config.replace(train=m.config.train.replace(mosaic_weight=1.0))
+    res = TrainStep(m)(x, texts, texts, mosaics=(x, texts, torch.tensor([0, 3])))
+    assert "mosaic_module" in res and float(res["mosaic_module"]) > 0

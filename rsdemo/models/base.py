@@ -188,6 +188,12 @@ class RetrievalModel(nn.Module):
         (train.mosaic_weight, rsdemo.training)."""
         raise NotImplementedError(f"{type(self).__name__} has no score maps (train.mosaic_weight needs them)")
 
+    def grounding_maps(self, images, texts) -> list[torch.Tensor]:
+        """The maps the grounding objective trains, each [N, h, w] against its own tile loss: the score split
+        (score_maps), and where a model's option says so, the share of the module its map is named after, so the
+        module learns to point on its own rather than ride on the rest of the split (DOVE's roam_mosaic)."""
+        return [self.score_maps(images, texts)]
+
     def word_regions(self, images, texts):
         """(sim [N, M, T, R]: cosine of every text's word t with every image's region r, mask [M, T]) where the
         architecture matches words to regions (differentiable): the token-level contrast's input

@@ -28,15 +28,17 @@ class TrainStep(nn.Module):
     def forward(self, images, texts, captions: list[str], labels=None, image_ids=None, mosaics=None) -> dict:
         """{"loss": scalar, parts...} of one batch of matched pairs (image i <-> captions[i]); texts are the
         captions or their cached encoder outputs. mosaics: (mosaic images, texts, target tiles) adds the grounding
-        objective (losses.tile_loss on the model's score_maps) with weight train.mosaic_weight; train.word_weight adds
+        objective (losses.tile_loss on each of the model's grounding_maps) with weight train.mosaic_weight; train.word_weight adds
         the token-level contrast (losses.word_contrast on the model's word_regions)."""
         res = self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
         tcfg = self.model.config.train
         if mosaics is not None:
-            maps = self.model.score_maps(mosaics[0], mosaics[1])
-            tile = losses.tile_loss(maps.float(), mosaics[2], tcfg.mosaic_scale)
-            res["loss"] = res["loss"] + tcfg.mosaic_weight * tile
-            res["mosaic"] = tile.detach()
+            maps = self.model.grounding_maps(mosaics[0], mosaics[1])
+            tiles = [losses.tile_loss(m.float(), mosaics[2], tcfg.mosaic_scale) for m in maps]
+            res["loss"] = res["loss"] + tcfg.mosaic_weight * sum(tiles)
+            res["mosaic"] = tiles[0].detach()
+            if len(tiles) > 1:
+                res["mosaic_module"] = sum(tiles[1:]).detach()
         if tcfg.word_weight > 0:
             sim, mask = self.model.word_regions(images, texts)
             dup = losses.duplicate_mask(list(captions), image_ids).to(sim.device)
