@@ -227,9 +227,10 @@ def make_dev(args, block: int = 7) -> Path:
     out = RUNS / ("dev" if block == 7 else f"dev-b{block}")
     out.mkdir(parents=True, exist_ok=True)
     for name, keep in (("data_train_UCM.json", lambda i: i not in held), ("data_val_UCM.json", lambda i: i in held)):
-        part = dict(d, images=[im for im in d["images"] if keep(im["id"])],
-                    annotations=[a for a in d["annotations"] if keep(a["image_id"])])
-        (out / name).write_text(json.dumps(part))
+        part = json.dumps(dict(d, images=[im for im in d["images"] if keep(im["id"])],
+                               annotations=[a for a in d["annotations"] if keep(a["image_id"])]))
+        if not (out / name).is_file() or (out / name).read_text() != part:   # runs side by side may be reading it
+            (out / name).write_text(part)
     return out
 
 
@@ -539,7 +540,6 @@ def ground_dev(args) -> None:
     its own score map on the dev blocks (scene mosaics); the choice: the most dev hits among the weights whose dev
     mR is within GROUND_MR_SLACK of weight 0's."""
     res = load_results()
-    data = make_dev(args)
     for m in ground_models(args):
         for w in (args.weights or GROUND_WEIGHTS):
             tag = f"w={w:g}"
@@ -553,16 +553,9 @@ def ground_dev(args) -> None:
             recipe = {"set": variant, "epochs": GROUND_EPOCHS}
             t, seconds = time.perf_counter(), (old or {}).get("seconds")
             if not old or args.force:
-                same = None if args.force else finished_run(m, recipe)
-                if same is not None:
-                    print(f"{m} {tag}: the same recipe ran in {rel(same)}; read, not retrained", flush=True)
-                    out, seconds = same, None
-                else:
-                    out.mkdir(parents=True, exist_ok=True)
-                    (out / "recipe.json").write_text(json.dumps(recipe))
-                    rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
-                           log=out / "train.log")
-                    seconds = round(time.perf_counter() - t)
+                got_dir = dev_train(m, out, recipe, args)
+                seconds = round(time.perf_counter() - t) if got_dir == out else None
+                out = got_dir
             got = {**dev_result(m, tag, out, variant, args), "seconds": seconds, "run": rel(out)}
             res = load_results()      # a ground-dev side by side (--weights) may have added its runs meanwhile
             res.setdefault("ground", {}).setdefault(m, {}).setdefault("dev", {})[tag] = got
@@ -594,6 +587,22 @@ def finished(d: Path, recipe: dict) -> bool:
     r = d / "recipe.json"
     return (r.is_file() and (d / "best.safetensors").is_file() and (d / "last.json").is_file()
             and json.loads(r.read_text()) == recipe)
+
+
+def dev_train(m: str, out: Path, recipe: dict, args, init: list[str] | None = None) -> Path:
+    """The run directory of a dev run of model m that trained `recipe` ({set, epochs, ...}) on the dev blocks:
+    a finished run of the same recipe (any dev step's) is read, otherwise `rsdemo train` runs it in out."""
+    same = None if args.force else finished_run(m, recipe)
+    if same is not None:
+        print(f"{m}: the same recipe ran in {rel(same)}; read, not retrained", flush=True)
+        return same
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(recipe))
+    (out / "last.json").unlink(missing_ok=True)
+    data = make_dev(args, recipe.get("block", 7))
+    rsdemo(*train_cmd(m, data, images_dir(args), out, 0, recipe["epochs"], "val"), *_sets(recipe["set"]),
+           *(init or []), log=out / "train.log")
+    return out
 
 
 def ground_recipe(res: dict, m: str, inputs: bool = True, objects: bool = True) -> tuple[int, dict] | None:
@@ -637,7 +646,6 @@ def ground_inputs(args) -> None:
     ground-dev measures; the choice by the rule at INPUT_LEVERS, among the levers run so far. Kept in
     docs/ucm.json (ground.<model>.inputs); a finished run directory with the same recipe is read, not retrained."""
     res = load_results()
-    data = make_dev(args)
     for m in ground_models(args):
         got = ground_recipe(res, m, inputs=False)
         if got is None:
@@ -657,20 +665,12 @@ def ground_inputs(args) -> None:
                 runs[tag] = {**g["dev"][g["chosen"]], "from": f"ground-dev {g['chosen']}"}
                 save_results(res, "ground", m)
                 continue
-            out = RUNS / f"devinputs-{m}-{tag}"
             recipe, init = {"set": variant, "epochs": WARM_START.get(tag, GROUND_EPOCHS)}, []
             if tag in WARM_START:
                 start = base_dev_dir(res, m) / "last.safetensors"
                 recipe["init"], init = rel(start), ["--init", rel(start)]
             t = time.perf_counter()
-            done = (out / "last.json").is_file() and (out / "recipe.json").is_file() and \
-                json.loads((out / "recipe.json").read_text()) == recipe
-            if not done or args.force:
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "recipe.json").write_text(json.dumps(recipe))
-                (out / "last.json").unlink(missing_ok=True)
-                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, recipe["epochs"], "val"), *_sets(variant), *init,
-                       log=out / "train.log")
+            out = dev_train(m, RUNS / f"devinputs-{m}-{tag}", recipe, args, init)
             runs[tag] = {**dev_result(m, tag, out, variant, args), "seconds": round(time.perf_counter() - t)}
             save_results(res, "ground", m)
         b = runs["base"]
@@ -1263,7 +1263,6 @@ def ground_blocks(args) -> None:
     each class; training on the other train ids): is the dev choice more than one block's noise? Dev mR only (no
     grid pointing: CPU time); kept in docs/ucm.json (ground.<model>.inputs.blocks), reported, not a choice."""
     res = load_results()
-    data = make_dev(args, args.block)
     for m in ground_models(args):
         a = res.get("ground", {}).get(m, {}).get("inputs", {})
         base = ground_recipe(res, m, inputs=False)
@@ -1275,23 +1274,16 @@ def ground_blocks(args) -> None:
                                                   (a["adopted"], {**base[1], **INPUT_LEVERS[a["adopted"]]}))
                 if args.force or got.get(tag, {}).get("set") != variant}
 
-        def run(tag: str) -> None:
+        def run(tag: str) -> Path:
             out = RUNS / f"devblock{args.block}-{m}-{tag}"
             # the block is part of the recipe: finished_run never mistakes these runs for the default block's
-            recipe = {"set": todo[tag], "epochs": GROUND_EPOCHS, "block": args.block}
-            if not args.force and finished(out, recipe):
-                print(f"{m} block {args.block} {tag}: finished in {rel(out)}; read, not retrained", flush=True)
-                return
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "recipe.json").write_text(json.dumps(recipe))
-            (out / "last.json").unlink(missing_ok=True)
-            rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(todo[tag]),
-                   log=out / "train.log")
+            return dev_train(m, out, {"set": todo[tag], "epochs": GROUND_EPOCHS, "block": args.block}, args)
 
+        make_dev(args, args.block)            # once, before the two threads read it
         with ThreadPoolExecutor(2) as pool:   # the two runs side by side, one thread each
-            list(pool.map(run, todo))
+            outs = dict(zip(todo, pool.map(run, todo)))
         for tag, variant in todo.items():
-            out = RUNS / f"devblock{args.block}-{m}-{tag}"
+            out = outs[tag]
             card = json.loads((out / "best.json").read_text())
             got[tag] = {"set": variant, "best_epoch": card["best_epoch"], "dev_mr": card["metrics"]["val"]["mr"],
                         "history": json.loads((out / "last.json").read_text()).get("history")}
@@ -1364,7 +1356,6 @@ def ground_objects(args) -> None:
     from rsdemo.data.labels import load_multilabels
 
     res = load_results()
-    data = make_dev(args)
     labels = load_multilabels(MULTILABELS)
     for m in ground_models(args):
         base = ground_recipe(res, m, objects=False)
@@ -1377,18 +1368,8 @@ def ground_objects(args) -> None:
             old = runs.get(tag)
             if old and old.get("set") == variant and not args.force:
                 continue
-            recipe = {"set": variant, "epochs": GROUND_EPOCHS}
-            out = finished_run(m, recipe) if not args.force else None
             t = time.perf_counter()
-            if out is None:
-                out = RUNS / f"devobjects-{m}-{tag}"
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "recipe.json").write_text(json.dumps(recipe))
-                (out / "last.json").unlink(missing_ok=True)
-                rsdemo(*train_cmd(m, data, images_dir(args), out, 0, GROUND_EPOCHS, "val"), *_sets(variant),
-                       log=out / "train.log")
-            else:
-                print(f"{m} objects {tag}: the same recipe ran in {rel(out)}; read, not retrained", flush=True)
+            out = dev_train(m, RUNS / f"devobjects-{m}-{tag}", {"set": variant, "epochs": GROUND_EPOCHS}, args)
             card = json.loads((out / "best.json").read_text())
             got = grounding_of(out / "best.safetensors", args, "dev", labels=labels, mosaics=GROUND_DEV_MOSAICS,
                                images=0, per_object=OBJECT_DEV_PER_WORD)

@@ -374,7 +374,7 @@ def test_ground_objects_runs_measures_and_adopts_by_its_rule(tmp_path, monkeypat
         monkeypatch.setattr(mod, name, value)
     (tmp_path / "ml").mkdir()
     (tmp_path / "ml" / "labels_by_id.csv").write_text("id,cars\n1,1\n")
-    monkeypatch.setattr(mod, "make_dev", lambda args: tmp_path / "dev")
+    monkeypatch.setattr(mod, "make_dev", lambda args, block=7: tmp_path / "dev")
     chosen = {"set": {"tune_top": True, "score_map": True, "train.mosaic_weight": 2.0}, "best_epoch": 3}
     mod.RESULTS.write_text(json.dumps({"runs": {}, "dev": {}, "ground": {
         "ccnet-lite0": {"chosen": "w=2", "dev": {"w=2": chosen}}}}))
