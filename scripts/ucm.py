@@ -113,6 +113,8 @@ SCORE_MAPS = {"amfmn-lite0": "mvsa_score", "ccnet-lite0": "tam_cfm_score", "ssjd
 MODULE_OFF = {"amfmn-lite0": ("MVSA", {"use_mvsa": False}), "ccnet-lite0": ("TAM+CFM", {"use_tam": False,
                                                                                       "use_cfm": False}),
               "ssjdn-lite0": ("BSD", {"use_bsd": False}), "dove-lite0": ("ROAM", {"use_roam": False})}
+# options that act only through that module: left out of the module-off row's set, so its run stays the same run
+MODULE_ONLY = {"dove-lite0": ("roam_mosaic",)}
 READOUT = "positive"     # own score maps as the page shows them: the positive part (rsdemo/models/common.py)
 REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch-similarity map, beside every row
 # the input levers (issue 19), each tried on the dev blocks against the same recipe without it, both up to
@@ -735,7 +737,7 @@ def ground_ablate(args) -> None:
             print(f"{m}: no grounding recipe run yet, no ablation", flush=True)
             continue
         name, off = MODULE_OFF[m]
-        variant = {**base["set"], **off}
+        variant = {k: v for k, v in {**base["set"], **off}.items() if k not in MODULE_ONLY.get(m, ())}
         for seed in ([args.seed] if args.seed is not None else SEEDS[: args.ablation_seeds]):
             key = f"{ablation_row(m)}/s{seed}"
             old = res["runs"].get(key)
@@ -923,6 +925,10 @@ def recipe_label(st: dict | None) -> str:
         out += ", whole backbone trained"
     if st.get("train.object_mosaics"):
         out += ", object mosaics"
+    if st.get("text_top"):
+        out += f", MiniLM top {st['text_top']} trained"
+    if st.get("roam_mosaic"):
+        out += ", ROAM's share on mosaics"
     return out
 
 
