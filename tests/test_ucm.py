@@ -445,3 +445,48 @@ def test_dev_blocks_hold_out_ten_ids_of_each_class(tmp_path, monkeypatch):
         assert sorted(im["id"] for im in val["images"]) == want
         assert sorted(a["image_id"] for a in val["annotations"]) == want
         assert len(train["images"]) == len(ids) - len(want) and not set(want) & {im["id"] for im in train["images"]}
+
+
+def test_ground_inputs_adopts_a_lever_for_the_maps_by_its_own_rule(tmp_path, monkeypatch):
+    """scripts/ucm.py ground-inputs: a lever for the maps (roam-mosaic, DOVE's only) is adopted when the own map's
+    dev hits rise and dev mR drops by at most GROUND_MR_SLACK, and only where no retrieval lever (dev mR up) is;
+    it is run for its own model only."""
+    import argparse
+
+    mod = _ucm_script()
+    monkeypatch.setattr(mod, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(mod, "RESULTS", tmp_path / "ucm.json")
+    monkeypatch.setattr(mod, "make_dev", lambda args, block=7: tmp_path / "dev")
+    chosen = {"set": {"tune_top": True, "score_map": True, "train.mosaic_weight": 2.0}, "best_epoch": 3,
+              "dev_mr": 42.65, "hit": 63.0}
+    mod.RESULTS.write_text(json.dumps({"runs": {}, "dev": {}, "ground": {
+        m: {"chosen": "w=2", "dev": {"w=2": chosen}} for m in ("dove-lite0", "ccnet-lite0")}}))
+    trained = []
+
+    def fake_rsdemo(*argv, log=None):
+        out = Path(argv[argv.index("--out") + 1])
+        trained.append(out.name)
+        for f in ("best.safetensors", "last.json"):
+            (out / f).write_text("{}")
+        return ""
+
+    got = {"base": (42.65, 63.0), "text-top2": (42.5, 70.0), "roam-mosaic": (42.0, 85.0)}
+    monkeypatch.setattr(mod, "rsdemo", fake_rsdemo)
+    monkeypatch.setattr(mod, "dev_result", lambda m, tag, out, variant, args: {
+        "set": variant, "best_epoch": 3, "dev_mr": got[tag][0], "hit": got[tag][1]})
+
+    def run(m, levers, force=False):
+        mod.ground_inputs(argparse.Namespace(models=[m], force=force, images=None, levers=levers))
+        return mod.load_results()["ground"][m]["inputs"]
+
+    a = run("dove-lite0", ["text-top2", "roam-mosaic"])
+    assert a["adopted"] == "roam-mosaic" and a["runs"]["base"]["from"] == "ground-dev w=2"
+    assert trained == ["devinputs-dove-lite0-text-top2", "devinputs-dove-lite0-roam-mosaic"]
+    assert mod.ground_recipe(mod.load_results(), "dove-lite0") == (3, {**chosen["set"], "roam_mosaic": True})
+    got["text-top2"] = (43.0, 60.0)                     # a retrieval lever that qualifies comes first
+    assert run("dove-lite0", ["text-top2", "roam-mosaic"], force=True)["adopted"] == "text-top2"
+    got.update({"text-top2": (42.0, 70.0), "roam-mosaic": (42.65 - mod.GROUND_MR_SLACK - 0.1, 90.0)})
+    assert run("dove-lite0", ["text-top2", "roam-mosaic"], force=True)["adopted"] is None
+    trained.clear()
+    assert "roam-mosaic" not in run("ccnet-lite0", ["text-top2", "roam-mosaic"])["runs"]   # DOVE's option only
+    assert trained == ["devinputs-ccnet-lite0-text-top2"]
