@@ -1000,7 +1000,9 @@ def ground_write(args) -> None:
             f"{LEVER_HIT_SLACK:g} dev hits (a lever for the maps, {', '.join(sorted(GROUNDING_LEVERS))}: where no "
             f"other is, when the own map's dev hits rise and dev mR drops by at most {GROUND_MR_SLACK:g}): " + "; ".join(
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
-                + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%" for k, r in a["runs"].items() if k != "base")
+                + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%"
+                            + (f" (best epoch {r['best_epoch']})" if r.get("best_epoch", GROUND_EPOCHS) != GROUND_EPOCHS
+                               else "") for k, r in a["runs"].items() if k != "base")
                 + f" (adopted: {a.get('adopted') or 'none'})" for m, a in tried.items()) + ".")
     objs = {m: res["ground"][m]["objects"] for m in GROUND_MODELS
             if "base" in res.get("ground", {}).get(m, {}).get("objects", {}).get("runs", {})
