@@ -362,6 +362,20 @@ def test_finished_dev_run_is_reused_only_for_its_exact_recipe(tmp_path, monkeypa
     assert mod.finished_run("a", recipe) == done and mod.finished_run("b", recipe) is None
 
 
+def _fake_train(trained: list, card: dict | None = None):
+    """Stands in for scripts/ucm.py rsdemo(train ...): records the run directory's name and writes a finished run
+    there (with `card` as best.json when given)."""
+    def fake(*argv, log=None):
+        out = Path(argv[argv.index("--out") + 1])
+        trained.append(out.name)
+        for f in ("best.safetensors", "last.json"):
+            (out / f).write_text("{}")
+        if card is not None:
+            (out / "best.json").write_text(json.dumps(card))
+        return ""
+    return fake
+
+
 def test_ground_objects_runs_measures_and_adopts_by_its_rule(tmp_path, monkeypatch):
     """scripts/ucm.py ground-objects: the recipe's finished dev run is read, the object run trained once (a rerun
     reads both from docs/ucm.json), both measured with object mosaics; adopted only by the stated rule, and then
@@ -381,14 +395,7 @@ def test_ground_objects_runs_measures_and_adopts_by_its_rule(tmp_path, monkeypat
     base_run = mod.RUNS / "devground-ccnet-lite0-w=2"
     base_run.mkdir(parents=True)
     trained = []
-
-    def fake_rsdemo(*argv, log=None):
-        out = Path(argv[argv.index("--out") + 1])
-        trained.append(out.name)
-        for f in ("best.safetensors", "last.json"):
-            (out / f).write_text("{}")
-        (out / "best.json").write_text(json.dumps({"best_epoch": 2, "metrics": {"val": {"mr": 42.0}}}))
-        return ""
+    fake_rsdemo = _fake_train(trained, {"best_epoch": 2, "metrics": {"val": {"mr": 42.0}}})
 
     for f in ("best.safetensors", "last.json"):
         (base_run / f).write_text("{}")
@@ -462,13 +469,7 @@ def test_ground_inputs_adopts_a_lever_for_the_maps_by_its_own_rule(tmp_path, mon
     mod.RESULTS.write_text(json.dumps({"runs": {}, "dev": {}, "ground": {
         m: {"chosen": "w=2", "dev": {"w=2": chosen}} for m in ("dove-lite0", "ccnet-lite0")}}))
     trained = []
-
-    def fake_rsdemo(*argv, log=None):
-        out = Path(argv[argv.index("--out") + 1])
-        trained.append(out.name)
-        for f in ("best.safetensors", "last.json"):
-            (out / f).write_text("{}")
-        return ""
+    fake_rsdemo = _fake_train(trained)
 
     got = {"base": (42.65, 63.0), "text-top2": (42.5, 70.0), "roam-mosaic": (42.0, 85.0)}
     monkeypatch.setattr(mod, "rsdemo", fake_rsdemo)
