@@ -176,9 +176,9 @@ class WordCache:
         self.row = {c: i for i, c in enumerate(self.texts)}
         # tuned top layers (text_top): the cache holds the hidden states below them, so the key leaves those layers
         # out (the cache stays valid while they train) and names how many there are
-        skip = text.top_prefixes() if text.top else ()
+        skip = text.top_prefixes() if text.tuned else ()
         h = hashlib.sha1("|".join([VERSION, kernels(), text.kind, weights_sha256(text.bert, skip),
-                                   str(text.max_words)] + [f"top={text.top}"] * bool(text.top)).encode())
+                                   str(text.max_words)] + [f"top={text.tuned}"] * bool(text.tuned)).encode())
         for c in self.texts:
             h.update(c.encode() + b"\0")
         path = features_dir() / f"words-{text.kind}-{len(self.texts)}-{h.hexdigest()[:20]}.safetensors"

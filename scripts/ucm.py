@@ -126,9 +126,10 @@ REFERENCE = ("dual-lite0", "patch_sim")   # the plain dual encoder and its patch
 # (`rsdemo train --init`: heads first, then the whole network; trained from the start, the heads being random,
 # it stood at 36.0 dev mR after one epoch against 42.86); "text-top2", MiniLM's last 2 of 6 layers train (at
 # train.backbone_lr_scale of the heads' rate, over cached hidden states of layer 4); "roam-mosaic" (DOVE only,
-# rsdemo/models/dove.py: its regional share gets its own tile loss beside the split's). The best one is adopted for a model when its dev mR is
-# higher than the recipe's without it and its own map's dev hits are not lower by more than LEVER_HIT_SLACK
-# points; a warm-started lever is measured on the dev blocks only (ground-final does not train two-phase recipes)
+# rsdemo/models/dove.py: its regional share gets its own tile loss beside the split's). The best one is adopted
+# for a model when its dev mR is higher than the recipe's without it and its own map's dev hits are not lower by
+# more than LEVER_HIT_SLACK points; a warm-started lever is measured on the dev blocks only (ground-final does not
+# train two-phase recipes)
 INPUT_LEVERS = {"views": {"train.views": 8}, "224px": {"image_size": 224},
                 "lite2-224px": {"backbone": "efficientnet_lite2", "image_size": 224},
                 "finetune": {"freeze": ["text"], "tune_top": False}, "text-top2": {"text_top": 2},
@@ -998,7 +999,8 @@ def ground_write(args) -> None:
             + "), each tried on the dev blocks against the "
             "same recipe without it; the best is adopted where dev mR rises and the own map loses at most "
             f"{LEVER_HIT_SLACK:g} dev hits (a lever for the maps, {', '.join(sorted(GROUNDING_LEVERS))}: where no "
-            f"other is, when the own map's dev hits rise and dev mR drops by at most {GROUND_MR_SLACK:g}): " + "; ".join(
+            f"other is, when the own map's dev hits rise and dev mR drops by at most {GROUND_MR_SLACK:g}): "
+            + "; ".join(
                 f"`{m}` dev mR {a['runs']['base']['dev_mr']:.2f} / hits {a['runs']['base']['hit']:.0f}% without, "
                 + ", ".join(f"{k} {r['dev_mr']:.2f} / {r['hit']:.0f}%"
                             + (f" (best epoch {r['best_epoch']})" if r.get("best_epoch", GROUND_EPOCHS) != GROUND_EPOCHS

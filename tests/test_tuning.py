@@ -136,7 +136,7 @@ def test_text_top_layers_over_cached_states_equal_the_whole_encoder():
     the whole encoder on the text (every k), and only those layers train."""
     m = create_model("ssjdn-lite0", text_top=2)
     text = m.text
-    assert text.top == 2 and text.frozen
+    assert text.tuned == 2 and text.frozen
     trains = {k for k, p in text.named_parameters() if p.requires_grad}
     assert any(k.startswith("bert.encoder.layer.5.") for k in trains)
     assert any(k.startswith("bert.encoder.layer.4.") for k in trains)
@@ -145,9 +145,9 @@ def test_text_top_layers_over_cached_states_equal_the_whole_encoder():
     ids, attn = text.tokenize(texts)
     with torch.no_grad():
         cached = text.project(*text.raw(ids, attn))
-        text.top = 0                   # the plain path: the whole encoder, then [CLS]/[SEP] dropped
+        text.tuned = 0                   # the plain path: the whole encoder, then [CLS]/[SEP] dropped
         whole = text.project(*text.raw(ids, attn))
-        text.top = 2
+        text.tuned = 2
     assert torch.equal(cached[1], whole[1])
     assert torch.allclose(cached[0][cached[1]], whole[0][whole[1]], atol=1e-5)
     groups = m.parameter_groups()
@@ -175,7 +175,7 @@ def test_text_top_trains_the_top_text_layers_only_and_ships_them(world, tmp_path
                            lr=1e-3, progress=False, overrides=over))
     ck = tmp_path / "run" / "last.safetensors"
     m = load(ck)
-    assert m.text.top == 1
+    assert m.text.tuned == 1
     after = m.state_dict()
     moved = [k for k, v in before.items() if k.startswith("text.bert.") and not torch.allclose(
         after[k].float(), v.float(), atol=1e-4)]

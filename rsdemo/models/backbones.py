@@ -348,7 +348,7 @@ class MiniLMText(nn.Module):
         self.proj = nn.Linear(cfg.hidden_size, dim)
         self.dim, self.max_words = dim, int(max_words)
         self.frozen = bool(freeze)
-        self.top = 0            # layers tuned over cached hidden states (tune_top)
+        self.tuned = 0          # top layers tuned over cached hidden states (tune_top), as ImageBackbone.tuned
         if self.frozen:
             self.bert.requires_grad_(False)
             self.bert.eval()
@@ -369,17 +369,17 @@ class MiniLMText(nn.Module):
             raise ValueError("tune_top: the text encoder is not frozen (every layer trains anyway)")
         if not 0 < k <= self.layers:
             raise ValueError(f"text_top={k}: MiniLM has {self.layers} layers; give 1-{self.layers} (0: none)")
-        self.top = int(k)
+        self.tuned = int(k)
         for layer in self.bert.encoder.layer[self.layers - k:]:
             layer.requires_grad_(True)
 
     def top_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes (in self.bert) of the tuned layers."""
-        return tuple(f"encoder.layer.{i}." for i in range(self.layers - self.top, self.layers))
+        return tuple(f"encoder.layer.{i}." for i in range(self.layers - self.tuned, self.layers))
 
     def below_top_prefixes(self) -> tuple[str, ...]:
         """The other layers' prefixes (rebuilt from pip weights at load)."""
-        return ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(self.layers - self.top))
+        return ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(self.layers - self.tuned))
 
     def tokenize(self, texts: list[str]):
         enc = self.tokenizer([t if t.strip() else "[UNK]" for t in texts], padding=True, truncation=True,
@@ -394,9 +394,9 @@ class MiniLMText(nn.Module):
         the hidden states below them, every token, [B, T, 384], and the attention mask [B, T]."""
         dev = self.proj.weight.device
         ids, attn = ids.to(dev), attn.to(dev)
-        if self.top:
+        if self.tuned:
             out = self.bert(input_ids=ids, attention_mask=attn, output_hidden_states=True)
-            return out.hidden_states[self.layers - self.top], attn.bool()
+            return out.hidden_states[self.layers - self.tuned], attn.bool()
         h = self.bert(input_ids=ids, attention_mask=attn).last_hidden_state
         return self._words(h, attn)
 
@@ -408,11 +408,11 @@ class MiniLMText(nn.Module):
 
     def project(self, raw: torch.Tensor, mask: torch.Tensor):
         """Word features [B, T, dim] and word mask from what raw() returns."""
-        if self.top:
+        if self.tuned:
             h = raw.to(self.proj.weight.dtype)
             # the additive mask BERT's attention takes: padded tokens get the dtype's minimum
             add = (~mask.bool())[:, None, None, :].to(h.dtype) * torch.finfo(h.dtype).min
-            for layer in self.bert.encoder.layer[self.layers - self.top:]:
+            for layer in self.bert.encoder.layer[self.layers - self.tuned:]:
                 out = layer(h, attention_mask=add)
                 h = out[0] if isinstance(out, tuple) else out
             raw, mask = self._words(h, mask.long())

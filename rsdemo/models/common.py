@@ -120,11 +120,10 @@ class SeedModel(RetrievalModel):
         # take train.backbone_lr_scale of the rate: the heads start from scratch, these do not
         # and so do MiniLM's tuned top layers (text_top)
         pre = self.tune_top or (bool(self.config.pretrained) and not self.backbone.frozen)
-        prefixes = ("backbone.",) * pre + ("text.bert.",) * bool(self.config.text_top)
+        prefixes = ("backbone.",) * pre + ("text.bert.",) * bool(self.config.text_top)   # () matches no name
         named = [(k, p) for k, p in self.named_parameters() if p.requires_grad]
-        is_pre = [bool(prefixes) and k.startswith(prefixes) for k, _ in named]
-        return {"heads": [p for (k, p), b in zip(named, is_pre) if not b],
-                "pretrained": [p for (k, p), b in zip(named, is_pre) if b]}
+        return {"heads": [p for k, p in named if not k.startswith(prefixes)],
+                "pretrained": [p for k, p in named if k.startswith(prefixes)]}
 
     def position_embeddings(self, x: torch.Tensor) -> torch.Tensor:
         """global_fc on each stride-32 position: global_fc is linear, so their mean is the projected pooled
@@ -193,7 +192,7 @@ class SeedModel(RetrievalModel):
             else:
                 out.append("backbone.")
         if self.text.frozen:
-            if getattr(self.text, "top", 0):   # the tuned top layers are stored; the layers below are rebuilt
+            if self.text.tuned:   # (a frozen text encoder is MiniLM) the tuned top layers are stored, the rest rebuilt
                 out += ["text.bert." + p for p in self.text.below_top_prefixes()]
             else:
                 out.append("text.bert.")

@@ -28,8 +28,8 @@ class TrainStep(nn.Module):
     def forward(self, images, texts, captions: list[str], labels=None, image_ids=None, mosaics=None) -> dict:
         """{"loss": scalar, parts...} of one batch of matched pairs (image i <-> captions[i]); texts are the
         captions or their cached encoder outputs. mosaics: (mosaic images, texts, target tiles) adds the grounding
-        objective (losses.tile_loss on each of the model's grounding_maps) with weight train.mosaic_weight; train.word_weight adds
-        the token-level contrast (losses.word_contrast on the model's word_regions)."""
+        objective (losses.tile_loss on each of the model's grounding_maps) with weight train.mosaic_weight;
+        train.word_weight adds the token-level contrast (losses.word_contrast on the model's word_regions)."""
         res = self.loss_fn(self.model, self.model(images, texts), Pairs(list(captions), labels, image_ids))
         tcfg = self.model.config.train
         if mosaics is not None:
