@@ -80,6 +80,31 @@ def test_dove_roam_maps(sample):
     assert ex.maps["roam_text"].sum() == pytest.approx(1.0, abs=1e-4)  # the text's convex mix of the regions
 
 
+def test_dove_roam_scale_lets_the_text_pick_slots(sample):
+    """With the scaled dot product the text's weights over the K slots start (and, in the committed checkpoints,
+    stay) all but uniform, so roam_text is the same map for every query; with roam_scale they are a softmax of
+    cosines at that scale: the same state, sharper weights, and the score split still sums to the score."""
+    def weights(m, texts):
+        st = m.state_tensors(m.image_state(m.one_image(sample[0])))
+        return st, m._final(st["global"], st["slots"], m._text_global(*m._words(texts)))[1][0]
+
+    texts = [sample[1], "a white roof", "many trees"]
+    torch.manual_seed(0)
+    old = create_model("dove-slim", score_map=True).eval()
+    sharp = create_model("dove-slim", score_map=True, roam_scale=30.0).eval()
+    sharp.load_state_dict(old.state_dict())
+    with torch.no_grad():
+        _, b0 = weights(old, texts)
+        st, b1 = weights(sharp, texts)
+        assert torch.allclose(b1.sum(-1), torch.ones(3), atol=1e-5)
+        assert (b1.amax(-1) > b0.amax(-1)).all()
+        slots = torch.nn.functional.normalize(st["slots"][0], dim=-1)
+        t = torch.nn.functional.normalize(sharp._text_global(*sharp._words(texts)), dim=-1)
+        assert torch.allclose(b1, (30.0 * t @ slots.T).softmax(-1), atol=1e-5)
+        images = [sample[0]] * 3
+        split = sharp.score_maps(images, texts).sum((1, 2))
+        assert torch.allclose(split, sharp.score(images, texts).diagonal(), atol=1e-5)
+
 def test_dtga_is_lighter_than_a_transformer_layer():
     T, d, G = 20, 256, 4
     assert dtga_flops(T, d, G) * 50 < transformer_flops(T, d)

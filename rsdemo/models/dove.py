@@ -36,6 +36,19 @@ What we decided:
   roam-mosaic): the regional share rose to 58% hits, the global share fell to 54%, and roam_score went from 63% to
   60% (dev mR 42.65 -> 43.29). Not adopted: the two shares learn to point at different tiles rather than together.
   Off by default.
+- Cosine attention in ROAM ("roam_scale" > 0; what we decided from the committed checkpoints, measured by
+  scripts/roam_stats.py on 50 val images). With the scaled dot product (q . x / sqrt(d)) of the small vectors these
+  heads learn, ROAM's attention can stay flat: in dove-slim each slot's attention peaks at 1.07x the uniform weight
+  and the six regional features are one vector (smallest pairwise cosine 0.999); in ucm/dove-lite0 the peaks are
+  1.76x uniform and the smallest cosine 0.951 (synthetic dove-lite0, at 256 px, escaped: 7.86x, -0.62). The text's
+  weights over the slots are near uniform in all three (entropy 1.000, 0.996, 0.978 of ln K). ROAM then acts as a
+  mean pool and "roam_text" is much the same map whatever the query. With roam_scale both the slot attention and
+  the text's weights are softmaxes of cosines times roam_scale, sharp from the first step: dove-slim trained so
+  (synthetic, roam_scale 10) peaks at 13.4x uniform, smallest cosine -0.02, text entropy 0.91 of ln K, with the
+  same val mR (58.4 vs 58.0, both at epoch 3; the run stopped after 9 of 16 epochs, none better). Its roam_text
+  still does not point at the phrase's objects (rsdemo eval-explain --split val: 1.7% against a 7.7% random floor;
+  2.4% before): sharp slots, but on other parts of the scene than the phrase's objects. Not adopted by any committed recipe; 0 (the default) keeps the scaled dot
+  product, so checkpoints made before it load and score as they did.
 Switches: use_roam, use_dtga, use_global, roam_mosaic (DOVEOptions). The loss (dove_loss, registered for the arch) reads
 forward()'s final scores, global embeddings and ROAM's attention maps.
 """
@@ -91,6 +104,8 @@ class DOVEOptions(SeedOptions):
     roam_div_weight: float = 0.1
     global_weight: float = 0.5
     roam_mosaic: bool = False                  # the mosaic objective also trains ROAM's own share (docstring)
+    roam_scale: float = 0.0                    # > 0: ROAM's attention and the text's pick of slots are cosines
+                                               # times this (docstring); 0: dot products over sqrt(d), as before
 
 
 @register("dove")
@@ -129,7 +144,11 @@ class DOVE(SeedModel):
             return ({"global": g, "activation": self.activation(feats[-1]), **extra} if state else
                     (g, None, None))
         reg = regions(self.region(feats[1]))                               # [N, R, d]
-        att = torch.einsum("kd,nrd->nkr", self.queries, reg) / math.sqrt(reg.shape[-1])
+        if self.config.roam_scale > 0:   # cosine: the scaled dot product of small vectors stays flat (docstring)
+            att = self.config.roam_scale * torch.einsum("kd,nrd->nkr", self.normalize(self.queries),
+                                                        self.normalize(reg))
+        else:
+            att = torch.einsum("kd,nrd->nkr", self.queries, reg) / math.sqrt(reg.shape[-1])
         att = att.softmax(-1)
         slots = att @ reg                                                  # [N, K, d]
         att = att.view(*att.shape[:2], *feats[1].shape[-2:])
@@ -163,7 +182,7 @@ class DOVE(SeedModel):
         oriented regional feature's share (ROAM's own) and the global feature's share."""
         g, pos = st["global"], st["positions"]
         slots, att, reg = st["slots"], st["roam"], st["regions"]
-        beta = (torch.einsum("nd,nkd->nk", t, slots) / math.sqrt(t.shape[-1])).softmax(-1)
+        beta = self._orient("nd,nkd->nk", t, slots)
         r = torch.einsum("nk,nkd->nd", beta, slots)
         av, at = torch.sigmoid(self.gate_v), torch.sigmoid(self.gate_t)
         v2 = g + av * (r - g)
@@ -173,6 +192,13 @@ class DOVE(SeedModel):
         glob = spread(paired_dot(pos, (1 - av) * t2), own.shape[-2:])      # g's share, moved onto that grid
         norm = v2.norm(dim=-1).clamp(min=1e-12)[:, None, None]
         return own / norm, glob / norm
+
+    def _orient(self, pairs: str, t: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """How texts weigh each image's K regional features (softmax over K); pairs: the einsum of the texts [.., d]
+        with the slots [N, K, d], pair by pair or every text with every image."""
+        if self.config.roam_scale > 0:
+            return (self.config.roam_scale * torch.einsum(pairs, self.normalize(t), self.normalize(slots))).softmax(-1)
+        return (torch.einsum(pairs, t, slots) / math.sqrt(t.shape[-1])).softmax(-1)
 
     def _text_global(self, words, mask, t):
         if self.use_dtga:
@@ -188,8 +214,7 @@ class DOVE(SeedModel):
         """ROAM: image and text embeddings oriented toward the text's mix of regional features: [N, M] scores."""
         if not self.use_roam:
             return self.normalize(g) @ self.normalize(t).T, None
-        beta = torch.einsum("md,nkd->nmk", t, slots) / math.sqrt(t.shape[-1])
-        beta = beta.softmax(-1)
+        beta = self._orient("md,nkd->nmk", t, slots)
         r = torch.einsum("nmk,nkd->nmd", beta, slots)
         av, at = torch.sigmoid(self.gate_v), torch.sigmoid(self.gate_t)
         v2 = g[:, None] + av * (r - g[:, None])
